@@ -1,0 +1,142 @@
+"""Per-utterance head metrics (METRICS.md eqs. 1-3 and the weight baseline) and head categories.
+
+Everything here works on the per-row statistics the kernels emit; nothing here
+knows which backend produced them. :func:`head_metrics_from_map` computes the same
+metrics straight from a materialized map, as an independent check for tests.
+"""
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from typing import Optional, Sequence
+
+import torch
+
+METRIC_STATS = {"G": "entropy", "V": "colmass", "D": "distance", "W": "maxweight"}
+CATEGORIES = ("global", "vertical", "diagonal")
+
+
+@dataclass
+class HeadMetrics:
+    """Per-utterance head metrics, each ``[B, H]`` (or ``[U, L, H]`` from a patched model).
+
+    * ``G`` globalness: mean row entropy, (1/T) sum_q H(A[q]);
+    * ``V`` verticality: -H(colmass / T);
+    * ``D`` diagonality: -(1/T^2) sum_q sum_k abs(q-k) A[q,k];
+    * ``W`` weight baseline: max_q max_k A[q,k].
+
+    NaN for empty utterances and masked heads; ``None`` for a metric not computed.
+    """
+
+    G: Optional[torch.Tensor] = None
+    V: Optional[torch.Tensor] = None
+    D: Optional[torch.Tensor] = None
+    W: Optional[torch.Tensor] = None
+
+
+def _lengths_of(res, lengths, B: int, T: int, device) -> torch.Tensor:
+    if lengths is None:
+        lengths = getattr(res, "lengths", None)
+    if lengths is None:
+        return torch.full((B,), T, dtype=torch.int64, device=device)
+    lengths = torch.as_tensor(lengths).to(device=device, dtype=torch.int64)
+    if lengths.shape != (B,):
+        raise ValueError(f"satkern.head_metrics: argument 'lengths' must have shape [B] = [{B}]; "
+                         f"got {tuple(lengths.shape)}")
+    if B and (int(lengths.min()) < 0 or int(lengths.max()) > T):
+        raise ValueError(f"satkern.head_metrics: argument 'lengths' must hold values in [0, T={T}]")
+    return lengths
+
+
+def head_metrics(res, lengths=None, which: Sequence[str] = ("G", "V", "D", "W")) -> HeadMetrics:
+    """Per-utterance G, V, D, W ``[B, H]`` from an :class:`~satkern.AttentionResult`.
+
+    ``lengths`` defaults to the lengths the attention call used. ``which`` restricts
+    the metrics computed (each needs one statistic: G entropy, V colmass, D distance,
+    W maxweight); a needed statistic that was not computed raises ``ValueError``.
+    """
+    which = tuple(which)
+    bad = [w for w in which if w not in METRIC_STATS]
+    if bad:
+        raise ValueError(f"satkern.head_metrics: argument 'which' must name metrics from "
+                         f"{tuple(METRIC_STATS)}; got {bad}")
+    missing = [f"{w} needs '{METRIC_STATS[w]}'" for w in which if getattr(res, METRIC_STATS[w], None) is None]
+    if missing:
+        raise ValueError("satkern.head_metrics: statistics not computed: " + ", ".join(missing)
+                         + ". Pass them in satkern.attention(..., stats=...) or restrict `which`.")
+    B, H, T = res.lse.shape
+    L = _lengths_of(res, lengths, B, T, res.lse.device)
+    sd = res.lse.dtype
+    idx = torch.arange(T, device=res.lse.device)
+    valid = (idx[None, :] < L[:, None])[:, None, :]  # [B,1,T]
+    Tf = L.to(sd)[:, None]  # [B,1]
+    empty = (L == 0)[:, None]
+    if bool(empty.any()):
+        warnings.warn("satkern.head_metrics: utterances of length 0 have no metrics (NaN)", stacklevel=2)
+    nan = torch.tensor(float("nan"), dtype=sd, device=res.lse.device)
+    zero = torch.zeros((), dtype=sd, device=res.lse.device)
+    out = HeadMetrics()
+    safe_T = torch.where(empty, torch.ones_like(Tf), Tf)
+    if "G" in which:
+        G = torch.where(valid, res.entropy.to(sd), zero).sum(-1) / safe_T
+        out.G = torch.where(empty, nan, G)
+    if "V" in which:
+        c = torch.where(valid, res.colmass.to(sd), zero) / safe_T[..., None]
+        V = torch.special.xlogy(c, c).sum(-1)
+        out.V = torch.where(empty, nan, V)
+    if "D" in which:
+        D = -torch.where(valid, res.distance.to(sd), zero).sum(-1) / (safe_T * safe_T)
+        out.D = torch.where(empty, nan, D)
+    if "W" in which:
+        mw = torch.where(valid, res.maxweight.to(sd), torch.tensor(float("-inf"), dtype=sd, device=res.lse.device))
+        W = mw.amax(-1) if T > 0 else torch.full((B, H), float("nan"), dtype=sd, device=res.lse.device)
+        out.W = torch.where(empty, nan, W)
+    return out
+
+
+def head_metrics_from_map(A: torch.Tensor, lengths=None) -> HeadMetrics:
+    """G, V, D, W ``[B, H]`` straight from maps ``A`` ``[B, H, T, T]`` (float64 math).
+
+    An independent path for tests: rows/keys past ``lengths`` are ignored.
+    """
+    A = A.to(torch.float64)
+    B, H, T, _ = A.shape
+    L = torch.full((B,), T, dtype=torch.int64) if lengths is None else torch.as_tensor(lengths).to(torch.int64)
+    res = {k: torch.full((B, H), float("nan"), dtype=torch.float64) for k in "GVDW"}
+    for b in range(B):
+        n = int(L[b])
+        if n == 0:
+            continue
+        a = A[b, :, :n, :n]
+        res["G"][b] = -torch.special.xlogy(a, a).sum(-1).mean(-1)
+        col = a.sum(-2) / n
+        res["V"][b] = torch.special.xlogy(col, col).sum(-1)
+        i = torch.arange(n, dtype=torch.float64)
+        res["D"][b] = -(a * (i[:, None] - i[None, :]).abs()).sum((-1, -2)) / (n * n)
+        res["W"][b] = a.amax((-1, -2))
+    return HeadMetrics(**res)
+
+
+def categorize(G: torch.Tensor, V: torch.Tensor, D: torch.Tensor) -> list:
+    """Category of every head (METRICS.md sec. 4) from corpus-level metrics of any shape.
+
+    All heads of the model are ranked by G, by V and by D (rank 1 = largest value);
+    a head's category is the metric under which its rank is best; ties go to global,
+    then vertical, then diagonal. Heads with a NaN metric rank last under it.
+    Returns a flat list of category names in the order of ``G.flatten()``.
+    """
+    ranks = []
+    for m in (G, V, D):
+        x = torch.as_tensor(m, dtype=torch.float64).flatten()
+        x = torch.where(torch.isnan(x), torch.tensor(float("-inf"), dtype=torch.float64), x)
+        order = torch.argsort(-x, stable=True)
+        r = torch.empty_like(order)
+        r[order] = torch.arange(1, len(order) + 1)
+        # equal values share the best rank among them
+        for val in torch.unique(x):
+            sel = x == val
+            r[sel] = r[sel].min()
+        ranks.append(r)
+    R = torch.stack(ranks, dim=-1)  # [N, 3]
+    best = R.argmin(dim=-1)  # first minimum: global < vertical < diagonal on ties
+    return [CATEGORIES[int(i)] for i in best]

@@ -1,0 +1,13 @@
+"""The op contract, its backends and the dispatch among them.
+
+Importing this package registers every backend; each declares for itself whether
+it can run a given call.
+"""
+from . import schema  # noqa: F401  (declares the torch.library ops)
+from .contract import STAT_NAMES, SPAN_MODES, AttentionCall, AttentionResult, validate
+from .dispatch import Backend, BackendUnavailable, availability, backends, register_backend, select
+from . import reference, cpu  # noqa: F401,E402  (register backends; order = tie-break order)
+from .api import attention
+
+__all__ = ["attention", "AttentionResult", "AttentionCall", "validate", "Backend", "BackendUnavailable",
+           "backends", "availability", "register_backend", "select", "STAT_NAMES", "SPAN_MODES"]
