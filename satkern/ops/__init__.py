@@ -7,6 +7,8 @@ from . import schema  # noqa: F401  (declares the torch.library ops)
 from .contract import STAT_NAMES, SPAN_MODES, AttentionCall, AttentionResult, validate
 from .dispatch import Backend, BackendUnavailable, availability, backends, register_backend, select
 from . import reference, cpu  # noqa: F401,E402  (register backends; order = tie-break order)
+from . import cuda  # noqa: F401,E402  (CUDA kernels; reports why not where unavailable)
+from . import triton as _triton  # noqa: F401,E402  (Triton kernels; imports triton lazily)
 from .api import attention
 
 __all__ = ["attention", "AttentionResult", "AttentionCall", "validate", "Backend", "BackendUnavailable",

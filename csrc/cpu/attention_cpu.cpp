@@ -1,0 +1,585 @@
+// CPU implementation of satkern::fused_attention (schema declared in satkern/ops/schema.py).
+//
+// Semantics are those of satkern/ops/reference.py (see its docstring and METRICS.md):
+//   * padded query rows (q >= length): out 0, lse 0, statistics 0; padded keys take no part;
+//   * a valid row whose admissible scores are all -inf: out 0, lse -inf, statistics 0;
+//   * a masked head (head_mask false): out 0, lse and statistics NaN, and no work is done;
+//   * span >= 0, mode "zero" (renorm false): the output uses A zeroed off the band |q-k| <= span
+//     (no renormalization); the statistics describe A over all valid keys;
+//   * span >= 0, mode "renorm": keys off the band are masked before the softmax; the kernel only
+//     reads keys inside the band window of each row block.
+//
+// Design (never allocates anything T x T):
+//   * inputs are converted once to the compute type (float for float32/bfloat16/float16, double
+//     for float64) and made contiguous: O(B*H*T*D) memory;
+//   * work is split into tasks (b, h, block of BQ query rows), run with at::parallel_for; a task
+//     holds its block's scores over the admissible key window (BQ x window, one buffer per
+//     thread), so every statistic comes out of one pass:
+//       S   = scale * Q_blk K_win^T (+ bias)              BLAS gemm
+//       per row: m = max, p = exp(s - m), l = sum p, lse = m + log l,
+//                entropy = log l - sum p (s - m) / l, distance = sum p |q - k| / l,
+//                maxweight = 1 / l, A = p / l, colmass partial += A
+//       label_mass = A W_win                              BLAS gemm
+//       out = A' V_win  (A' = A zeroed off band in zero-span mode, over the band window only)
+//   * colmass: each thread accumulates column sums of its valid rows into its own [B*H*T]
+//     buffer; the buffers are summed in thread order at the end. at::parallel_for (OpenMP)
+//     hands each thread one fixed contiguous range of tasks, so for a fixed thread count the
+//     result is bitwise deterministic (it may change in the last bits with the thread count).
+//
+// NaN: a NaN (or +inf) score makes its row NaN (out, lse, statistics, and colmass of the
+// row's admissible keys), as in the reference. Padded rows of q/k/v/label_weights and bias
+// entries of non-admissible keys are never read. Within a row block's key window the GEMMs
+// multiply zero weights by values of keys off a row's band (zero-span and renorm modes), so a
+// NaN in v/label_weights at such a key reaches the rows of that block (the reference, which
+// multiplies the zeroed map by all of v, propagates it to every row).
+#include <ATen/ATen.h>
+#include <ATen/ExpandUtils.h>
+#include <ATen/Parallel.h>
+#include <ATen/cpu/vec/vec.h>
+#include <torch/library.h>
+
+#include <algorithm>
+#include <cstdlib>
+#include <cmath>
+#include <limits>
+#include <optional>
+#include <sstream>
+#include <tuple>
+#include <type_traits>
+#include <vector>
+
+// BLAS from the libtorch_cpu we link against (MKL or OpenBLAS export the Fortran symbols).
+// Declared weak: if a torch build does not export them we fall back to at::mm.
+extern "C" {
+void sgemm_(const char* transa, const char* transb, const int* m, const int* n, const int* k,
+            const float* alpha, const float* a, const int* lda, const float* b, const int* ldb,
+            const float* beta, float* c, const int* ldc) __attribute__((weak));
+void dgemm_(const char* transa, const char* transb, const int* m, const int* n, const int* k,
+            const double* alpha, const double* a, const int* lda, const double* b, const int* ldb,
+            const double* beta, double* c, const int* ldc) __attribute__((weak));
+void sgemv_(const char* trans, const int* m, const int* n, const float* alpha, const float* a,
+            const int* lda, const float* x, const int* incx, const float* beta, float* y,
+            const int* incy) __attribute__((weak));
+void dgemv_(const char* trans, const int* m, const int* n, const double* alpha, const double* a,
+            const int* lda, const double* x, const int* incx, const double* beta, double* y,
+            const int* incy) __attribute__((weak));
+}
+
+namespace satkern {
+namespace {
+
+using at::Tensor;
+using at::vec::Vectorized;
+
+constexpr const char* kOp = "satkern::fused_attention (cpu): ";
+
+// ---------------------------------------------------------------------------------------------
+// Row-major GEMM, beta = 0:  C[M,N] (ldc) = alpha * A[M,K] (lda) * op(B)
+//   op(B) = B[N,K]^T (ldb) when trans_b, else B[K,N] (ldb).
+// Column-major BLAS computes C^T = op(B)^T A^T.
+template <typename T>
+void blas_call(char ta, char tb, int m, int n, int k, T alpha, const T* a, int lda, const T* b,
+               int ldb, T* c, int ldc);
+
+template <>
+void blas_call<float>(char ta, char tb, int m, int n, int k, float alpha, const float* a, int lda,
+                      const float* b, int ldb, float* c, int ldc) {
+  const float beta = 0.f;
+  sgemm_(&ta, &tb, &m, &n, &k, &alpha, a, &lda, b, &ldb, &beta, c, &ldc);
+}
+
+template <>
+void blas_call<double>(char ta, char tb, int m, int n, int k, double alpha, const double* a,
+                       int lda, const double* b, int ldb, double* c, int ldc) {
+  const double beta = 0.0;
+  dgemm_(&ta, &tb, &m, &n, &k, &alpha, a, &lda, b, &ldb, &beta, c, &ldc);
+}
+
+template <typename T>
+bool have_blas();
+template <>
+bool have_blas<float>() { return sgemm_ != nullptr; }
+template <>
+bool have_blas<double>() { return dgemm_ != nullptr; }
+
+template <typename T>
+void rm_gemm(bool trans_b, int64_t M, int64_t N, int64_t K, T alpha, const T* A, int64_t lda,
+             const T* B, int64_t ldb, T* C, int64_t ldc) {
+  if (M <= 0 || N <= 0) return;
+  if (K <= 0) {
+    for (int64_t i = 0; i < M; ++i) std::fill(C + i * ldc, C + i * ldc + N, T(0));
+    return;
+  }
+  if (have_blas<T>()) {
+    blas_call<T>(trans_b ? 'T' : 'N', 'N', (int)N, (int)M, (int)K, alpha, B, (int)ldb, A,
+                 (int)lda, C, (int)ldc);
+    return;
+  }
+  auto opts = at::TensorOptions().dtype(c10::CppTypeToScalarType<T>::value);
+  Tensor a = at::from_blob(const_cast<T*>(A), {M, K}, {lda, 1}, opts);
+  Tensor b = trans_b ? at::from_blob(const_cast<T*>(B), {N, K}, {ldb, 1}, opts).t()
+                     : at::from_blob(const_cast<T*>(B), {K, N}, {ldb, 1}, opts);
+  Tensor c = at::from_blob(C, {M, N}, {ldc, 1}, opts);
+  c.copy_(at::mm(a, b).mul_(alpha));
+}
+
+// y[N] += x[M] A[M,N] (A row-major, lda): the weighted column sums of a row block.
+template <typename T>
+void rm_colsum(int64_t M, int64_t N, const T* x, const T* A, int64_t lda, T* y) {
+  if (M <= 0 || N <= 0) return;
+  const char tr = 'N';
+  const int m = (int)N, n = (int)M, ld = (int)lda, one = 1;
+  const T alpha = 1, beta = 1;
+  if constexpr (std::is_same_v<T, float>) {
+    if (sgemv_ != nullptr) return sgemv_(&tr, &m, &n, &alpha, A, &ld, x, &one, &beta, y, &one);
+  } else {
+    if (dgemv_ != nullptr) return dgemv_(&tr, &m, &n, &alpha, A, &ld, x, &one, &beta, y, &one);
+  }
+  for (int64_t i = 0; i < M; ++i) {
+    const T xi = x[i];
+    const T* row = A + i * lda;
+    for (int64_t j = 0; j < N; ++j) y[j] += xi * row[j];
+  }
+}
+
+// rows[M, N] (ld) *= f[M]
+template <typename T>
+void scale_rows(int64_t M, int64_t N, const T* f, T* rows, int64_t ld) {
+  using Vec = Vectorized<T>;
+  for (int64_t i = 0; i < M; ++i) {
+    T* r = rows + i * ld;
+    const Vec vf(f[i]);
+    int64_t j = 0;
+    for (; j + Vec::size() <= N; j += Vec::size()) (Vec::loadu(r + j) * vf).store(r + j);
+    for (; j < N; ++j) r[j] *= f[i];
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Vector helpers.
+inline Vectorized<float> vexp(const Vectorized<float>& x) {
+  // exp_u20: ATen's polynomial exp (max 20 ulp), the one ATen's CPU flash attention uses.
+  // Arguments here are <= 0 and never NaN (NaN rows are handled before).
+  return x.exp_u20();
+}
+inline Vectorized<double> vexp(const Vectorized<double>& x) { return x.exp(); }
+
+template <typename T>
+inline T hsum(const Vectorized<T>& v) {
+  alignas(64) T buf[Vectorized<T>::size()];
+  v.store(buf);
+  T s = 0;
+  for (int i = 0; i < Vectorized<T>::size(); ++i) s += buf[i];
+  return s;
+}
+
+template <typename T>
+inline T nan_max(T a, T b) {
+  return (a != a || b != b) ? std::numeric_limits<T>::quiet_NaN() : (a > b ? a : b);
+}
+
+template <typename T>
+inline T hmax(const Vectorized<T>& v) {
+  alignas(64) T buf[Vectorized<T>::size()];
+  v.store(buf);
+  T m = -std::numeric_limits<T>::infinity();
+  for (int i = 0; i < Vectorized<T>::size(); ++i) m = nan_max(m, buf[i]);
+  return m;
+}
+
+template <typename T>
+struct RowStats {
+  T lse, entropy, distance, maxweight;
+  T factor;  // A = factor * s after the row pass (1/l; 0 for an empty row; 1 for a NaN row)
+};
+
+// One query row of a block. `s` holds the row's scaled scores over the key window
+// [kw0, kw0 + w); only [a, e) (window coordinates) is admissible. On return s[0, w) holds the
+// unnormalized row p = exp(s - max) (0 outside [a, e)); the row of A is factor * p. The
+// normalization is applied after the block's products (colmass, label_mass, out), which saves a
+// pass over the scores. `brow` points at bias(b, h, qi, kw0) with key stride `bsj` (null: none).
+template <typename T, bool ENT, bool DIST>
+RowStats<T> softmax_row(T* s, int64_t w, int64_t a, int64_t e, int64_t kw0, int64_t qi,
+                        const T* brow, int64_t bsj) {
+  using Vec = Vectorized<T>;
+  constexpr int64_t V = Vec::size();
+  constexpr T inf = std::numeric_limits<T>::infinity();
+  constexpr T nan = std::numeric_limits<T>::quiet_NaN();
+
+  // pass 1: bias and max (NaN-propagating)
+  T m = -inf;
+  {
+    Vec vmax(-inf);
+    int64_t j = a;
+    if (brow != nullptr) {
+      if (bsj == 1) {
+        for (; j + V <= e; j += V) {
+          Vec x = Vec::loadu(s + j) + Vec::loadu(brow + j);
+          x.store(s + j);
+          vmax = at::vec::maximum(vmax, x);
+        }
+      }
+      for (; j < e; ++j) {
+        s[j] += brow[j * bsj];
+        m = nan_max(m, s[j]);
+      }
+    } else {
+      for (; j + V <= e; j += V) vmax = at::vec::maximum(vmax, Vec::loadu(s + j));
+      for (; j < e; ++j) m = nan_max(m, s[j]);
+    }
+    m = nan_max(m, hmax(vmax));
+  }
+
+  std::fill(s, s + a, T(0));
+  std::fill(s + e, s + w, T(0));
+  if (m == -inf) {  // empty distribution
+    std::fill(s + a, s + e, T(0));
+    return {-inf, T(0), T(0), T(0), T(0)};
+  }
+  if (m != m || m == inf) {  // NaN (or +inf) score: the whole row is NaN, as in the reference
+    std::fill(s + a, s + e, nan);
+    return {nan, nan, nan, nan, T(1)};
+  }
+
+  // pass 2: p = exp(s - m), l = sum p, sum p (s - m), sum p |q - k|
+  T l = 0, spt = 0, spd = 0;
+  {
+    const Vec vm(m);
+    // s - m is -inf where a bias is -inf; p is 0 there, and clamping keeps p * t = 0 (not NaN).
+    const Vec vlow(T(-1e30));
+    const Vec vq(static_cast<T>(qi));
+    const Vec vstep(static_cast<T>(V));
+    Vec vk = Vec::arange(static_cast<T>(kw0 + a), T(1));
+    Vec vl(T(0)), vent(T(0)), vdist(T(0));
+    int64_t j = a;
+    for (; j + V <= e; j += V) {
+      Vec t = Vec::loadu(s + j) - vm;
+      Vec p = vexp(t);
+      p.store(s + j);
+      vl = vl + p;
+      if (ENT) vent = at::vec::fmadd(p, at::vec::maximum(t, vlow), vent);
+      if (DIST) {
+        vdist = at::vec::fmadd(p, (vk - vq).abs(), vdist);
+        vk = vk + vstep;
+      }
+    }
+    l = hsum(vl);
+    if (ENT) spt = hsum(vent);
+    if (DIST) spd = hsum(vdist);
+    for (; j < e; ++j) {
+      T t = s[j] - m;
+      T p = std::exp(t);
+      s[j] = p;
+      l += p;
+      if (ENT) spt += p * std::max(t, T(-1e30));
+      if (DIST) spd += p * std::abs(static_cast<T>(qi - (kw0 + j)));
+    }
+  }
+
+  const T inv = T(1) / l;
+  const T logl = std::log(l);
+  return {m + logl, logl - spt * inv, spd * inv, inv, inv};
+}
+
+template <typename T>
+using RowFn = RowStats<T> (*)(T*, int64_t, int64_t, int64_t, int64_t, int64_t, const T*, int64_t);
+
+template <typename T>
+RowFn<T> pick_row_fn(bool ent, bool dist) {
+  if (ent && dist) return &softmax_row<T, true, true>;
+  if (ent) return &softmax_row<T, true, false>;
+  if (dist) return &softmax_row<T, false, true>;
+  return &softmax_row<T, false, false>;
+}
+
+struct Params {
+  int64_t B, H, T, D, Dv, L;
+  double scale;
+  int64_t span;  // < 0: no span
+  bool renorm;
+  bool want_entropy, want_distance, want_colmass, want_maxweight, want_label;
+};
+
+template <typename T>
+void run_kernel(const Params& P, const T* q, const T* k, const T* v, const int64_t* lengths,
+                const T* bias, const int64_t* bstr /* b, h, i, j */, const bool* head_mask,
+                const T* lw, T* out, T* lse, T* ent, T* dist, T* col, T* mw, T* lm) {
+  const int64_t B = P.B, H = P.H, T_ = P.T, D = P.D, Dv = P.Dv, L = P.L;
+  if (B == 0 || H == 0 || T_ == 0) return;
+  const bool has_span = P.span >= 0;
+  const int64_t r = has_span ? std::min<int64_t>(P.span, T_) : T_;
+  const bool band_keys = has_span && P.renorm;   // renorm: only band keys are admissible
+  const bool zero_span = has_span && !P.renorm;  // zero: band applied to the output only
+  const int nthreads = std::max(1, at::get_num_threads());
+
+  // Query block size: 64 rows (GEMM-friendly, a 64 x T float row block fits L2 for T <= 4096);
+  // smaller when the key window would make the buffer exceed 1 MB, or when there would be too
+  // few tasks to keep every thread busy; in renorm mode about the span (a block's key window is
+  // BQ + 2r keys for 2r + 1 admissible ones per row).
+  int64_t BQ = 64;
+  if (band_keys) BQ = std::max<int64_t>(16, std::min<int64_t>(64, r));
+  auto window_max = [&](int64_t bq) { return band_keys ? std::min(T_, bq + 2 * r) : T_; };
+  auto n_tasks = [&](int64_t bq) { return B * H * ((T_ + bq - 1) / bq); };
+  while (BQ > 16 && (BQ * window_max(BQ) * (int64_t)sizeof(T) > (int64_t(1) << 20) ||
+                     n_tasks(BQ) < 4 * nthreads))
+    BQ /= 2;
+  if (const char* env = std::getenv("SATKERN_CPU_BLOCK_ROWS")) {  // tuning knob for benchmarks
+    const long bq = std::strtol(env, nullptr, 10);
+    if (bq > 0) BQ = std::min<int64_t>(bq, 512);  // capped: the buffer stays BQ x window, never T x T
+  }
+  const int64_t nblk = (T_ + BQ - 1) / BQ;
+  const int64_t ntasks = B * H * nblk;
+  const int64_t ldS = window_max(BQ);
+
+  const int64_t BHT = B * H * T_;
+  Tensor colbuf_t;
+  if (P.want_colmass)
+    colbuf_t = at::empty({nthreads * BHT}, at::TensorOptions().dtype(c10::CppTypeToScalarType<T>::value));
+  T* const colbuf = P.want_colmass ? colbuf_t.data_ptr<T>() : nullptr;
+  const RowFn<T> row_fn = pick_row_fn<T>(P.want_entropy, P.want_distance);
+  constexpr T nan = std::numeric_limits<T>::quiet_NaN();
+
+  // Outputs are allocated uninitialized; every task writes all of its rows (valid rows computed,
+  // padded rows 0, masked heads NaN / 0), so no serial zero-fill precedes the parallel region.
+  auto fill_rows = [&](int64_t rowbase, int64_t r0, int64_t r1, T stat) {
+    if (r0 >= r1) return;
+    std::fill(out + (rowbase + r0) * Dv, out + (rowbase + r1) * Dv, T(0));
+    std::fill(lse + rowbase + r0, lse + rowbase + r1, stat);
+    if (P.want_entropy) std::fill(ent + rowbase + r0, ent + rowbase + r1, stat);
+    if (P.want_distance) std::fill(dist + rowbase + r0, dist + rowbase + r1, stat);
+    if (P.want_maxweight) std::fill(mw + rowbase + r0, mw + rowbase + r1, stat);
+    if (P.want_label) std::fill(lm + (rowbase + r0) * L, lm + (rowbase + r1) * L, stat);
+  };
+  // colmass partials: one [B*H*T] slice per thread id, zeroed by its thread on first use.
+  std::vector<char> col_used(static_cast<size_t>(nthreads), 0);
+
+  at::parallel_for(0, ntasks, 1, [&](int64_t begin, int64_t end) {
+    // 64-byte aligned buffers (BLAS results must not depend on the allocation's alignment)
+    Tensor sbuf_t = at::empty({BQ * ldS + BQ}, at::TensorOptions().dtype(c10::CppTypeToScalarType<T>::value));
+    T* const sbuf = sbuf_t.data_ptr<T>();
+    T* const factor = sbuf + BQ * ldS;
+    const int tid = std::min(std::max(0, at::get_thread_num()), nthreads - 1);
+    T* mycol = P.want_colmass ? colbuf + static_cast<size_t>(tid) * BHT : nullptr;
+    if (mycol != nullptr && !col_used[tid]) {
+      std::fill(mycol, mycol + BHT, T(0));
+      col_used[tid] = 1;
+    }
+    for (int64_t task = begin; task < end; ++task) {
+      const int64_t blk = task % nblk;
+      const int64_t bh = task / nblk;
+      const int64_t b = bh / H, h = bh % H;
+      const int64_t i0 = blk * BQ;
+      const int64_t i1_all = std::min(T_, i0 + BQ);
+      const int64_t rowbase = bh * T_;
+      if (head_mask != nullptr && !head_mask[b * H + h]) {  // masked head: NaN stats, no work
+        fill_rows(rowbase, i0, i1_all, nan);
+        continue;
+      }
+      const int64_t len = lengths[b];
+      const int64_t i1 = std::min(i1_all, len);
+      fill_rows(rowbase, std::max(i0, i1), i1_all, T(0));  // padded rows
+      if (i0 >= i1) continue;
+      const int64_t nq = i1 - i0;
+      // key window of this block
+      const int64_t kw0 = band_keys ? std::max<int64_t>(0, i0 - r) : 0;
+      const int64_t kw1 = band_keys ? std::min<int64_t>(len, i1 - 1 + r + 1) : len;
+      const int64_t w = kw1 - kw0;
+      const T* qb = q + (rowbase + i0) * D;
+      const T* kb = k + (rowbase + kw0) * D;
+      const T* vb = v + rowbase * Dv;
+      T* S = sbuf;
+
+      rm_gemm<T>(true, nq, w, D, static_cast<T>(P.scale), qb, D, kb, D, S, ldS);
+
+      for (int64_t ii = 0; ii < nq; ++ii) {
+        const int64_t i = i0 + ii;
+        int64_t a = 0, e = w;
+        if (band_keys) {
+          a = std::max<int64_t>(0, i - r) - kw0;
+          e = std::min<int64_t>(len, i + r + 1) - kw0;
+        }
+        const T* brow = nullptr;
+        if (bias != nullptr) brow = bias + b * bstr[0] + h * bstr[1] + i * bstr[2] + kw0 * bstr[3];
+        RowStats<T> st = row_fn(S + ii * ldS, w, a, e, kw0, i, brow, bstr[3]);
+        factor[ii] = st.factor;
+        lse[rowbase + i] = st.lse;
+        if (P.want_entropy) ent[rowbase + i] = st.entropy;
+        if (P.want_distance) dist[rowbase + i] = st.distance;
+        if (P.want_maxweight) mw[rowbase + i] = st.maxweight;
+      }
+
+      if (mycol != nullptr) rm_colsum<T>(nq, w, factor, S, ldS, mycol + rowbase + kw0);
+      if (P.want_label && L > 0) {
+        T* lmb = lm + (rowbase + i0) * L;
+        rm_gemm<T>(false, nq, L, w, T(1), S, ldS, lw + (b * T_ + kw0) * L, L, lmb, L);
+        scale_rows<T>(nq, L, factor, lmb, L);
+      }
+
+      int64_t pw0 = kw0, pw1 = kw1;  // key window of the output product
+      if (zero_span) {
+        pw0 = std::max<int64_t>(0, i0 - r);
+        pw1 = std::min<int64_t>(len, i1 - 1 + r + 1);
+        for (int64_t ii = 0; ii < nq; ++ii) {
+          const int64_t i = i0 + ii;
+          T* srow = S + ii * ldS;  // window coordinates = key index (kw0 = 0)
+          const int64_t lo = std::min(std::max(pw0, i - r), pw1);
+          const int64_t hi = std::max(std::min(pw1, i + r + 1), lo);
+          std::fill(srow + pw0, srow + lo, T(0));
+          std::fill(srow + hi, srow + pw1, T(0));
+        }
+      }
+      T* ob = out + (rowbase + i0) * Dv;
+      rm_gemm<T>(false, nq, Dv, pw1 - pw0, T(1), S + (pw0 - kw0), ldS, vb + pw0 * Dv, Dv, ob, Dv);
+      scale_rows<T>(nq, Dv, factor, ob, Dv);
+    }
+  });
+
+  if (P.want_colmass) {
+    // Sum the thread slices in thread order: deterministic for a fixed thread count.
+    auto reduce = [&](int64_t begin, int64_t end) {
+      for (int64_t bh = begin; bh < end; ++bh) {
+        T* dst = col + bh * T_;
+        const bool masked = head_mask != nullptr && !head_mask[bh];
+        std::fill(dst, dst + T_, masked ? nan : T(0));
+        if (masked) continue;
+        for (int t = 0; t < nthreads; ++t) {
+          if (!col_used[t]) continue;
+          const T* src = colbuf + static_cast<size_t>(t) * BHT + bh * T_;
+          for (int64_t j = 0; j < T_; ++j) dst[j] += src[j];
+        }
+      }
+    };
+    if (BHT * nthreads < (int64_t(1) << 22)) reduce(0, B * H);  // small: no second parallel region
+    else at::parallel_for(0, B * H, 1, reduce);
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+std::string describe(const Tensor& t) {
+  std::ostringstream os;
+  os << "shape " << t.sizes() << ", dtype " << t.scalar_type() << ", device " << t.device();
+  return os.str();
+}
+
+bool is_float(at::ScalarType s) {
+  return s == at::kFloat || s == at::kDouble || s == at::kBFloat16 || s == at::kHalf;
+}
+
+std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> fused_attention_cpu(
+    const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& lengths,
+    const std::optional<Tensor>& bias, const std::optional<Tensor>& head_mask,
+    const std::optional<Tensor>& label_weights, double scale, int64_t span, bool renorm,
+    bool want_entropy, bool want_distance, bool want_colmass, bool want_maxweight) {
+  // ---- argument checks (satkern.attention validates in Python too; the op can be called directly)
+  TORCH_CHECK(q.dim() == 4, kOp, "argument 'q' must be a 4-d tensor [B, H, T, D]; got ", describe(q));
+  TORCH_CHECK(is_float(q.scalar_type()), kOp,
+              "argument 'q' must be float16, bfloat16, float32 or float64; got ", describe(q));
+  TORCH_CHECK(q.device().is_cpu(), kOp, "argument 'q' must be a CPU tensor; got ", describe(q));
+  TORCH_CHECK(k.sizes() == q.sizes(), kOp, "argument 'k' must have the shape of q ", q.sizes(),
+              "; got ", describe(k));
+  TORCH_CHECK(v.dim() == 4 && v.size(0) == q.size(0) && v.size(1) == q.size(1) && v.size(2) == q.size(2),
+              kOp, "argument 'v' must be [B, H, T, Dv] with [B, H, T] of q ", q.sizes(), "; got ",
+              describe(v));
+  for (const auto& [name, t] : {std::pair<const char*, const Tensor*>{"k", &k}, {"v", &v}}) {
+    TORCH_CHECK(t->scalar_type() == q.scalar_type(), kOp, "argument '", name, "' must have q's dtype ",
+                q.scalar_type(), "; got ", describe(*t));
+    TORCH_CHECK(t->device().is_cpu(), kOp, "argument '", name, "' must be a CPU tensor; got ", describe(*t));
+  }
+  const int64_t B = q.size(0), H = q.size(1), T_ = q.size(2), D = q.size(3), Dv = v.size(3);
+  TORCH_CHECK(D >= 1, kOp, "argument 'q' must have head dim D >= 1; got ", describe(q));
+  TORCH_CHECK(std::isfinite(scale), kOp, "argument 'scale' must be finite; got ", scale);
+  TORCH_CHECK(lengths.dim() == 1 && lengths.size(0) == B, kOp, "argument 'lengths' must be [B] = [", B,
+              "]; got ", describe(lengths));
+  TORCH_CHECK(at::isIntegralType(lengths.scalar_type(), /*includeBool=*/false), kOp,
+              "argument 'lengths' must be an integer tensor; got ", describe(lengths));
+  TORCH_CHECK(lengths.device().is_cpu(), kOp, "argument 'lengths' must be a CPU tensor; got ",
+              describe(lengths));
+  Tensor len64 = lengths.to(at::kLong).contiguous();
+  const int64_t* lp = len64.data_ptr<int64_t>();
+  for (int64_t b = 0; b < B; ++b)
+    TORCH_CHECK(lp[b] >= 0 && lp[b] <= T_, kOp, "argument 'lengths' must hold values in [0, T=", T_,
+                "]; got ", lp[b], " at index ", b);
+
+  const at::ScalarType acc = q.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
+
+  Tensor bias_c;
+  int64_t bstr[4] = {0, 0, 0, 0};
+  if (bias.has_value() && bias->defined()) {
+    const Tensor& bs = *bias;
+    TORCH_CHECK(is_float(bs.scalar_type()), kOp, "argument 'bias' must be a floating-point tensor; got ",
+                describe(bs));
+    TORCH_CHECK(bs.device().is_cpu(), kOp, "argument 'bias' must be a CPU tensor; got ", describe(bs));
+    TORCH_CHECK(bs.dim() <= 4 && at::is_expandable_to(bs.sizes(), {B, H, T_, T_}), kOp,
+                "argument 'bias' must be broadcastable to [B, H, T, T] = [", B, ", ", H, ", ", T_, ", ", T_,
+                "]; got ", describe(bs));
+    // Read the bias through its strides (broadcast dims have stride 0); never materialize the
+    // expansion. A dtype conversion is done on the compact (un-broadcast) tensor only.
+    Tensor bb = bs.expand({B, H, T_, T_});
+    for (int d = 0; d < 4; ++d)
+      if (bb.size(d) > 1 && bb.stride(d) == 0) bb = bb.narrow(d, 0, 1);
+    if (bb.scalar_type() != acc) bb = bb.to(acc);
+    for (int d = 0; d < 4; ++d) bstr[d] = bb.size(d) == 1 ? 0 : bb.stride(d);
+    bias_c = bb;
+  }
+  Tensor mask_c;
+  if (head_mask.has_value() && head_mask->defined()) {
+    const Tensor& hm = *head_mask;
+    TORCH_CHECK(hm.scalar_type() == at::kBool, kOp, "argument 'head_mask' must be a bool tensor [B, H]; got ",
+                describe(hm));
+    TORCH_CHECK(hm.dim() == 2 && hm.size(0) == B && hm.size(1) == H, kOp,
+                "argument 'head_mask' must be [B, H] = [", B, ", ", H, "]; got ", describe(hm));
+    TORCH_CHECK(hm.device().is_cpu(), kOp, "argument 'head_mask' must be a CPU tensor; got ", describe(hm));
+    mask_c = hm.contiguous();
+  }
+  Tensor lw_c;
+  int64_t L = 0;
+  const bool want_label = label_weights.has_value() && label_weights->defined();
+  if (want_label) {
+    const Tensor& lw = *label_weights;
+    TORCH_CHECK(is_float(lw.scalar_type()), kOp,
+                "argument 'label_weights' must be a floating-point tensor [B, T, L]; got ", describe(lw));
+    TORCH_CHECK(lw.dim() == 3 && lw.size(0) == B && lw.size(1) == T_, kOp,
+                "argument 'label_weights' must be [B, T, L] = [", B, ", ", T_, ", L]; got ", describe(lw));
+    TORCH_CHECK(lw.device().is_cpu(), kOp, "argument 'label_weights' must be a CPU tensor; got ",
+                describe(lw));
+    lw_c = lw.to(acc).contiguous();
+    L = lw.size(2);
+  }
+
+  // ---- compute-type contiguous copies (no copy for contiguous float32/float64 inputs)
+  Tensor qc = q.to(acc).contiguous(), kc = k.to(acc).contiguous(), vc = v.to(acc).contiguous();
+  auto so = q.options().dtype(acc);
+  // uninitialized: the kernel writes every element (see run_kernel)
+  Tensor out_acc = at::empty({B, H, T_, Dv}, so);
+  Tensor lse = at::empty({B, H, T_}, so);
+  Tensor none = at::empty({0}, so);
+  Tensor ent = want_entropy ? at::empty({B, H, T_}, so) : none.clone();
+  Tensor dist = want_distance ? at::empty({B, H, T_}, so) : none.clone();
+  Tensor col = want_colmass ? at::empty({B, H, T_}, so) : none.clone();
+  Tensor mw = want_maxweight ? at::empty({B, H, T_}, so) : none.clone();
+  Tensor lm = want_label ? at::empty({B, H, T_, L}, so) : none.clone();
+
+  Params P{B, H, T_, D, Dv, L, scale, span, renorm, want_entropy, want_distance, want_colmass,
+           want_maxweight, want_label};
+  AT_DISPATCH_FLOATING_TYPES(acc, "satkern_fused_attention_cpu", [&] {
+    run_kernel<scalar_t>(
+        P, qc.data_ptr<scalar_t>(), kc.data_ptr<scalar_t>(), vc.data_ptr<scalar_t>(), lp,
+        bias_c.defined() ? bias_c.data_ptr<scalar_t>() : nullptr, bstr,
+        mask_c.defined() ? mask_c.data_ptr<bool>() : nullptr,
+        want_label ? lw_c.data_ptr<scalar_t>() : nullptr, out_acc.data_ptr<scalar_t>(),
+        lse.data_ptr<scalar_t>(), want_entropy ? ent.data_ptr<scalar_t>() : nullptr,
+        want_distance ? dist.data_ptr<scalar_t>() : nullptr,
+        want_colmass ? col.data_ptr<scalar_t>() : nullptr,
+        want_maxweight ? mw.data_ptr<scalar_t>() : nullptr,
+        want_label ? lm.data_ptr<scalar_t>() : nullptr);
+  });
+  Tensor out = out_acc.scalar_type() == q.scalar_type() ? out_acc : out_acc.to(q.scalar_type());
+  return {out, lse, ent, dist, col, mw, lm};
+}
+
+}  // namespace
+}  // namespace satkern
+
+TORCH_LIBRARY_IMPL(satkern, CPU, m) {
+  m.impl("fused_attention", &satkern::fused_attention_cpu);
+}

@@ -1,0 +1,65 @@
+"""Atomic writers for the job's outputs (write a temporary file beside the target, then os.replace)."""
+from __future__ import annotations
+
+import io
+import os
+from pathlib import Path
+from typing import List, Optional, Sequence
+
+import numpy as np
+
+from .accumulate import METRICS
+
+
+def atomic_write_bytes(path, data: bytes) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def atomic_write_text(path, text: str) -> None:
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def write_heads_csv(path, heads: dict, categories: Optional[Sequence[str]]) -> None:
+    """``layer, head, G, V, D, W, category, n_utterances``; one row per head, layer-major."""
+    import pandas as pd
+
+    n = heads["n_utterances"]
+    L, H = n.shape
+    cols = {"layer": np.repeat(np.arange(L), H), "head": np.tile(np.arange(H), L)}
+    for k in METRICS:
+        cols[k] = heads[k].reshape(-1) if heads[k] is not None else np.full(L * H, np.nan)
+    cols["category"] = list(categories) if categories is not None else [""] * (L * H)
+    cols["n_utterances"] = n.reshape(-1)
+    buf = io.StringIO()
+    pd.DataFrame(cols).to_csv(buf, index=False, float_format="%.17g")
+    atomic_write_text(path, buf.getvalue())
+
+
+def write_prm(path, acc, labels: List[str]) -> None:
+    r = acc.prm()
+    buf = io.BytesIO()
+    np.savez(buf, **r, labels=np.array(labels, dtype=str))
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def write_utterances(path, rows: Optional[list], parts: Sequence = ()) -> None:
+    """Per-utterance metrics as parquet: from ``rows`` (dicts), or concatenating part files."""
+    import pandas as pd
+
+    if rows is not None:
+        df = pd.DataFrame(rows, columns=["utterance", "duration", "layer", "head", *METRICS])
+    else:
+        frames = [pd.read_parquet(p) for p in parts]
+        df = (pd.concat(frames, ignore_index=True) if frames else
+              pd.DataFrame(columns=["utterance", "duration", "layer", "head", *METRICS]))
+        df = df.sort_values(["utterance", "layer", "head"], kind="stable").reset_index(drop=True)
+    buf = io.BytesIO()
+    df.to_parquet(buf, index=False)
+    atomic_write_bytes(path, buf.getvalue())

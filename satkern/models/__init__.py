@@ -1,0 +1,166 @@
+"""Speech models satkern analyses: one-call construction and loading.
+
+* :func:`build` ``(name, **overrides)``: a random-weight model for a built-in name:
+  ``hubert-base``, ``wav2vec2-base``, ``wav2vec2-large``, ``wavlm-base``,
+  ``data2vec-audio-base``, ``unispeech-sat-base``, ``sew-tiny``,
+  ``wav2vec2-conformer-base`` (transformers), ``mockingjay-base``, ``tera-base``,
+  ``audio-albert-base`` (s3prl format, :mod:`satkern.models.s3prl`), and ``tiny-<name>`` of
+  each (2 layers, hidden 32-64) for tests.
+* :func:`load_model` ``(spec, trust_checkpoint=False)`` -> :class:`SpeechModel`: a transformers
+  model directory (offline), an s3prl checkpoint file, or a built-in name.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Callable, List, Optional, Tuple
+
+import torch
+from torch import nn
+
+from . import hf as _hf
+
+S3PRL_NAMES = ("mockingjay-base", "tera-base", "audio-albert-base")
+
+
+def names() -> List[str]:
+    """Every built-in model name."""
+    s3 = list(S3PRL_NAMES)
+    return _hf.names() + s3 + ["tiny-" + n for n in s3]
+
+
+def _is_s3prl_name(name: str) -> bool:
+    base = name[5:] if name.startswith("tiny-") else name
+    return base in S3PRL_NAMES or base + "-base" in S3PRL_NAMES
+
+
+def _s3prl_builtin(name: str) -> str:
+    """The s3prl module's own name for a built-in ("tiny-mockingjay-base" -> "tiny-mockingjay" if so named)."""
+    from .s3prl import s3prl_names
+
+    known = set(s3prl_names())
+    if name not in known and name.startswith("tiny-") and name.endswith("-base") and name[:-5] in known:
+        return name[:-5]
+    return name
+
+
+def build(name: str, **overrides) -> nn.Module:
+    """A random-weight model (eval mode) for a built-in ``name`` (see :func:`names`).
+
+    transformers names: ``overrides`` are config fields, plus ``attn_implementation``
+    (default: sdpa where the family supports it, else eager). s3prl names: passed to ``satkern.models.s3prl.build_s3prl``.
+    """
+    if not isinstance(name, str):
+        raise TypeError(f"satkern.models.build: name must be a string; got {type(name).__name__}")
+    if _is_s3prl_name(name):
+        from .s3prl import build_s3prl
+
+        return build_s3prl(_s3prl_builtin(name), **overrides).eval()
+    try:
+        return _hf.build_hf(name, **overrides)
+    except KeyError:
+        raise ValueError(f"satkern.models.build: unknown model name {name!r}; built-in names: "
+                         f"{', '.join(names())}") from None
+
+
+@dataclass
+class SpeechModel:
+    """A model plus how to feed it audio.
+
+    * ``model``: the ``nn.Module``; ``family``: ``"hf"`` or ``"s3prl"``; ``name``.
+    * ``sample_rate`` (Hz); ``frame_stride``: samples per model (attention) frame, S.
+    * ``random_weights``: True for built-in names.
+    * :meth:`prepare` ``(waveforms) -> (inputs, frame_lengths)``: ``model(**inputs)`` runs the
+      padded batch; ``frame_lengths`` int64 ``[B]`` are the attention frames per utterance
+      (what ``Patch.lengths`` will report).
+    * :meth:`num_frames` ``(num_samples)``: attention frames of one utterance alone.
+    """
+
+    model: nn.Module
+    family: str
+    name: str
+    sample_rate: int
+    frame_stride: int
+    random_weights: bool = False
+    do_normalize: bool = False
+    _num_frames: Optional[Callable[[int], int]] = field(default=None, repr=False)
+
+    def num_frames(self, num_samples: int) -> int:
+        if self._num_frames is not None:
+            return int(self._num_frames(int(num_samples)))
+        if self.family == "hf":
+            cfg = self.model.config
+            n = _hf.conv_frames(cfg, num_samples)
+            return n // int(getattr(cfg, "squeeze_factor", 1) or 1)
+        return int(self.prepare([torch.zeros(int(num_samples))])[1][0])
+
+    def prepare(self, waveforms) -> Tuple[dict, torch.Tensor]:
+        waves = [torch.as_tensor(w, dtype=torch.float32).flatten() for w in waveforms]
+        if not waves:
+            raise ValueError("SpeechModel.prepare: no waveforms")
+        device = next(self.model.parameters()).device
+        if self.family == "s3prl":
+            feats, lengths = self.model.extract_features([w.to(device) for w in waves])
+            frames = torch.as_tensor(lengths, dtype=torch.int64)
+            if hasattr(self.model, "model_lengths"):  # feature frames -> model frames (frame stacking)
+                frames = self.model.model_lengths(frames, feats.shape[1])
+            return {"feats": feats, "lengths": lengths}, torch.as_tensor(frames, dtype=torch.int64).cpu()
+        n = torch.tensor([len(w) for w in waves], dtype=torch.int64)
+        N = int(n.max())
+        x = torch.zeros(len(waves), N)
+        mask = torch.zeros(len(waves), N, dtype=torch.long)
+        for i, w in enumerate(waves):
+            if self.do_normalize and len(w):
+                # transformers' Wav2Vec2FeatureExtractor: zero mean, unit variance per utterance
+                w = (w - w.mean()) / torch.sqrt(w.var(unbiased=False) + 1e-7)
+            x[i, :len(w)] = w
+            mask[i, :len(w)] = 1
+        inputs = {"input_values": x.to(device), "attention_mask": mask.to(device)}
+        return inputs, _hf.attention_frames(self.model.config, n, N)
+
+
+def _hf_speech_model(model: nn.Module, name: str, random_weights: bool, path: Optional[str] = None) -> SpeechModel:
+    cfg = model.config
+    settings = _hf.preprocessor_settings(path, cfg)
+    return SpeechModel(model=model, family="hf", name=name, sample_rate=_hf.SAMPLE_RATE,
+                       frame_stride=_hf.attention_stride(cfg), random_weights=random_weights,
+                       do_normalize=settings["do_normalize"])
+
+
+def _s3prl_speech_model(model: nn.Module, name: str, random_weights: bool) -> SpeechModel:
+    return SpeechModel(model=model, family="s3prl", name=name, sample_rate=int(model.sample_rate),
+                       frame_stride=int(model.frame_stride), random_weights=random_weights,
+                       _num_frames=getattr(model, "num_frames", None))
+
+
+def load_model(spec: str, *, trust_checkpoint: bool = False) -> SpeechModel:
+    """A :class:`SpeechModel` from a transformers model directory, an s3prl checkpoint, or a built-in name.
+
+    * directory with ``config.json``: ``AutoModel.from_pretrained(local_files_only=True)``
+      (never touches the network);
+    * file: an s3prl checkpoint, loaded safely unless ``trust_checkpoint``
+      (``satkern.models.s3prl.load_s3prl_checkpoint``);
+    * a built-in name (:func:`names`): random weights, ``random_weights=True``.
+    """
+    spec = os.fspath(spec)
+    if os.path.isdir(spec):
+        if not os.path.isfile(os.path.join(spec, "config.json")):
+            raise FileNotFoundError(f"satkern.models.load_model: {spec!r} is a directory without config.json "
+                                    f"(expected a transformers model directory)")
+        model = _hf.load_hf(spec)
+        return _hf_speech_model(model, os.path.basename(os.path.normpath(spec)), False, spec)
+    if os.path.isfile(spec):
+        from .s3prl import load_s3prl_checkpoint
+
+        model = load_s3prl_checkpoint(spec, trust=trust_checkpoint).eval()
+        return _s3prl_speech_model(model, os.path.basename(spec), False)
+    if spec in names() or _is_s3prl_name(spec):
+        model = build(spec)
+        if _is_s3prl_name(spec):
+            return _s3prl_speech_model(model, spec, True)
+        return _hf_speech_model(model, spec, True)
+    raise ValueError(f"satkern.models.load_model: {spec!r} is neither a model directory, a checkpoint file, nor a "
+                     f"built-in name ({', '.join(names())})")
+
+
+__all__ = ["build", "load_model", "SpeechModel", "names", "S3PRL_NAMES"]

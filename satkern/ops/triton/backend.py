@@ -1,0 +1,107 @@
+"""The ``triton`` backend: ``satkern::fused_attention_triton`` implemented by the Triton kernels.
+
+The op's schema and fake (shape-only) implementation live in ``satkern.ops.schema``; this module
+registers the real implementation for CUDA (and for CPU, where it only runs under the Triton
+interpreter, ``TRITON_INTERPRET=1``, so CI can test the kernels), and the :class:`TritonBackend`.
+
+Importing this module never imports triton and never touches the GPU: triton is imported the first
+time a call could run here.
+"""
+from __future__ import annotations
+
+import functools
+import os
+from typing import List
+
+import torch
+
+from .. import schema
+from ..contract import AttentionCall, AttentionResult
+from ..dispatch import Backend, register_backend
+
+SUPPORTED_HEAD_DIMS = (32, 64, 80, 96, 128)  # 80 and 96 run padded to 128 (masked loads)
+SUPPORTED_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
+MAX_LABELS = 128
+
+
+@functools.lru_cache(maxsize=None)
+def triton_error() -> str:
+    """Empty when triton imports, else why not."""
+    try:
+        import triton  # noqa: F401
+        import triton.language  # noqa: F401
+    except Exception as e:  # ImportError, or a broken install
+        return f"{type(e).__name__}: {e}"
+    return ""
+
+
+def _interpret_env() -> bool:
+    return os.environ.get("TRITON_INTERPRET", "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def _interpreting() -> bool:
+    """The kernels run (or, not yet built, would run) in the Triton interpreter."""
+    if not _interpret_env() or triton_error():
+        return False
+    from . import launch
+
+    return launch.interpreting()
+
+
+def _fused_attention_triton(q, k, v, lengths, bias, head_mask, label_weights, scale, span, renorm,
+                            want_entropy, want_distance, want_colmass, want_maxweight):
+    if q.device.type != "cuda" and not _interpreting():
+        raise RuntimeError("satkern::fused_attention_triton runs on CUDA tensors, or on CPU tensors only "
+                           "under the Triton interpreter (TRITON_INTERPRET=1 set before triton is imported)")
+    from .launch import fused_attention_forward
+
+    return fused_attention_forward(q, k, v, lengths, bias, head_mask, label_weights, scale, span, renorm,
+                                   want_entropy, want_distance, want_colmass, want_maxweight)
+
+
+torch.library.register_kernel("satkern::fused_attention_triton", ("cuda", "cpu"), _fused_attention_triton,
+                              lib=schema._lib)
+
+
+class TritonBackend(Backend):
+    """Triton kernels: FlashAttention-2 style pass with on-the-fly entropy/distance/maxweight/label_mass,
+    and a deterministic second pass for colmass. float16/bfloat16/float32, D in {32, 64, 80, 96, 128}.
+    On CPU it runs only under TRITON_INTERPRET=1, and then never wins "auto"."""
+
+    name = "triton"
+    priority = 30  # above "cuda" (20): on CUDA tensors "auto" takes triton when it can run the call
+    dtypes = SUPPORTED_DTYPES
+    head_dims = SUPPORTED_HEAD_DIMS
+
+    def reasons(self, call: AttentionCall) -> List[str]:
+        why = []
+        dev = call.q.device.type
+        if dev == "cuda" or _interpret_env():
+            err = triton_error()
+            if err:
+                why.append(f"triton not importable ({err})")
+        if dev != "cuda" and not (dev == "cpu" and _interpreting()):
+            why.append(f"needs CUDA tensors (CPU only under TRITON_INTERPRET=1), got device {call.q.device}")
+        if call.q.dtype not in self.dtypes:
+            why.append(f"unsupported dtype {call.q.dtype} (triton: float16, bfloat16, float32)")
+        D = call.q.shape[-1]
+        if D not in self.head_dims:
+            why.append(f"unsupported head dim {D} (triton: {', '.join(map(str, self.head_dims))})")
+        if call.label_weights is not None and call.label_weights.shape[-1] > MAX_LABELS:
+            why.append(f"label_weights with {call.label_weights.shape[-1]} labels (triton: at most {MAX_LABELS})")
+        if dev == "cuda" and call.q.dtype == torch.bfloat16 and not why:
+            major, _ = torch.cuda.get_device_capability(call.q.device)
+            if major < 8:
+                why.append(f"bfloat16 needs compute capability >= 8.0 (got {major}.x)")
+        return why
+
+    def priority_for(self, call: AttentionCall) -> int:
+        # interpreter runs are for testing: on CPU the cpu and reference backends win "auto"
+        return self.priority if call.q.device.type == "cuda" else -10
+
+    def run(self, call: AttentionCall) -> AttentionResult:
+        outs = torch.ops.satkern.fused_attention_triton(*schema.op_args(call))
+        return schema.result_from_op(call, outs, self.name)
+
+
+register_backend(TritonBackend())

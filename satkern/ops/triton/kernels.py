@@ -1,0 +1,342 @@
+"""Triton kernels of the ``triton`` backend (raw ``@triton.jit`` functions; launchers in ``launch.py``).
+
+Two passes, both deterministic (no atomics: every output element is written by exactly one program):
+
+* ``_attention_fwd_kernel`` (pass 1): one program per (query block, batch*head). FlashAttention-2 style
+  online softmax over key blocks, in base 2 (scores are multiplied by log2(e) once, so ``exp2`` is used
+  everywhere). Besides the running max ``m`` and sum ``l`` it keeps, when asked for (constexpr flags, so
+  a statistic not asked for costs nothing):
+
+  - ``e``  = sum_k p_k (s_k - m)            -> entropy  = ln2 * (log2 l - e / l)
+  - ``d``  = sum_k p_k abs(q - k)           -> distance = d / l
+  - ``lm`` = sum_k p_k W[k, :]              -> label_mass = lm / l
+  - maxweight = 1 / l (the largest p is exp2(m - m) = 1)
+
+  where p_k = exp2(s_k - m) with the current running max. When the max moves from m to m' every sum is
+  rescaled by alpha = exp2(m - m'); ``e`` also gains (m - m') * l (see METRICS.md, "online forms").
+
+* ``_colmass_kernel`` (pass 2, only for ``colmass``): one program per (key block, batch*head); loops over
+  the query blocks that can attend to it, recomputes the scores and sums exp2(s - lse2) over valid rows.
+
+Span handling (``SPAN_MODE``: 0 none, 1 zero, 2 renorm). In renorm mode only key blocks intersecting the
+band |q - k| <= r are visited. In zero mode the normalizer and the statistics need every valid key, but
+the P@V product only the band: the key loop is split into [0, band) stats only, [band) stats + P@V with
+the band mask, [band end, length) stats only (the off-band / on-band split of the Triton tutorial).
+
+Blocks wholly past the valid length are never visited; a program whose query block is past the length,
+or whose head is masked, runs empty loops and only writes its zeros / NaNs.
+"""
+from __future__ import annotations
+
+import triton
+import triton.language as tl
+
+LOG2E = 1.4426950408889634  # 1 / ln(2): natural-log scores -> base-2 scores
+LN2 = 0.6931471805599453  # ln(2): base-2 quantities -> natural log
+
+
+@triton.jit
+def _dot(a, b, DOT_PRECISION: tl.constexpr, UPCAST_DOT: tl.constexpr):
+    """a @ b with fp32 accumulation. UPCAST_DOT: the Triton interpreter (3.x) computes bfloat16 dots on the
+    raw bits, so under the interpreter bf16 operands are widened to fp32 first (bf16 x bf16 products are
+    exact in fp32, so the result equals a tensor-core bf16 dot up to summation order). Never set on GPU."""
+    if UPCAST_DOT:
+        return tl.dot(a.to(tl.float32), b.to(tl.float32), input_precision="ieee")
+    else:
+        return tl.dot(a, b, input_precision=DOT_PRECISION)
+
+
+@triton.jit
+def _fwd_inner(acc, m_i, l_i, e_i, d_i, lm_i,
+               q, k_base, v_base, bias_base, w_base,
+               stride_kt, stride_kd, stride_vt, stride_vd, stride_bq, stride_bk, stride_wt, stride_wl,
+               offs_m, offs_d, offs_l, length, T, D, L, qk_scale, span, lo, hi,
+               BLOCK_N: tl.constexpr, KEY_MASK: tl.constexpr, BAND_SCORES: tl.constexpr,
+               DO_PV: tl.constexpr, BAND_PV: tl.constexpr, HAS_BIAS: tl.constexpr, EVEN_D: tl.constexpr,
+               WANT_ENTROPY: tl.constexpr, WANT_DISTANCE: tl.constexpr, WANT_LABELS: tl.constexpr,
+               DOT_PRECISION: tl.constexpr, UPCAST_DOT: tl.constexpr):
+    """Process key blocks [lo, hi) (lo a multiple of BLOCK_N) and return the updated running state.
+
+    KEY_MASK: some keys of a block may be >= length (else every key is valid and loads are unmasked).
+    BAND_SCORES: keys with abs(q-k) > span are excluded from the softmax (renorm).
+    DO_PV / BAND_PV: accumulate P@V, with the band mask on P (zero mode) or not.
+    """
+    for start_n in range(lo, hi, BLOCK_N):
+        start_n = tl.multiple_of(start_n, BLOCK_N)
+        offs_n = start_n + tl.arange(0, BLOCK_N)
+        key_ok = offs_n < length
+        # K^T tile [BLOCK_D, BLOCK_N]
+        kt_ptrs = k_base + offs_n[None, :] * stride_kt + offs_d[:, None] * stride_kd
+        if KEY_MASK:
+            if EVEN_D:
+                kt = tl.load(kt_ptrs, mask=key_ok[None, :], other=0.0)
+            else:
+                kt = tl.load(kt_ptrs, mask=key_ok[None, :] & (offs_d[:, None] < D), other=0.0)
+        else:
+            if EVEN_D:
+                kt = tl.load(kt_ptrs)
+            else:
+                kt = tl.load(kt_ptrs, mask=offs_d[:, None] < D, other=0.0)
+        s = _dot(q, kt, DOT_PRECISION, UPCAST_DOT) * qk_scale
+        if HAS_BIAS:
+            b_ptrs = bias_base + offs_m[:, None] * stride_bq + offs_n[None, :] * stride_bk
+            b = tl.load(b_ptrs, mask=(offs_m[:, None] < T) & key_ok[None, :], other=0.0)
+            s = s + b.to(tl.float32) * 1.4426950408889634  # 1/ln 2: bias into base-2 units
+        if KEY_MASK:
+            s = tl.where(key_ok[None, :], s, float("-inf"))
+        if BAND_SCORES:
+            s = tl.where(tl.abs(offs_m[:, None] - offs_n[None, :]) <= span, s, float("-inf"))
+        m_new = tl.maximum(m_i, tl.max(s, 1))
+        m_use = tl.where(m_new == float("-inf"), 0.0, m_new)  # rows with nothing admissible yet
+        alpha = tl.math.exp2(m_i - m_use)  # 0 while m_i = -inf (l_i = 0 then)
+        p = tl.math.exp2(s - m_use[:, None])
+        if WANT_ENTROPY:
+            # (m_old - m_new) * l_old, written so that m_old = -inf (l_old = 0) gives 0, not -inf * 0
+            shift = (tl.where(l_i > 0, m_i, m_use) - m_use) * l_i
+            e_i = alpha * (e_i + shift) + tl.sum(p * tl.where(p > 0, s - m_use[:, None], 0.0), 1)
+        if WANT_DISTANCE:
+            gap = tl.abs(offs_m[:, None] - offs_n[None, :]).to(tl.float32)
+            d_i = alpha * d_i + tl.sum(p * gap, 1)
+        if WANT_LABELS:
+            w_ptrs = w_base + offs_n[:, None] * stride_wt + offs_l[None, :] * stride_wl
+            w = tl.load(w_ptrs, mask=key_ok[:, None] & (offs_l[None, :] < L), other=0.0).to(tl.float32)
+            lm_i = lm_i * alpha[:, None] + tl.dot(p, w, input_precision="ieee")
+        if DO_PV:
+            v_ptrs = v_base + offs_n[:, None] * stride_vt + offs_d[None, :] * stride_vd
+            if KEY_MASK:
+                if EVEN_D:
+                    v = tl.load(v_ptrs, mask=key_ok[:, None], other=0.0)
+                else:
+                    v = tl.load(v_ptrs, mask=key_ok[:, None] & (offs_d[None, :] < D), other=0.0)
+            else:
+                if EVEN_D:
+                    v = tl.load(v_ptrs)
+                else:
+                    v = tl.load(v_ptrs, mask=offs_d[None, :] < D, other=0.0)
+            if BAND_PV:
+                pv = tl.where(tl.abs(offs_m[:, None] - offs_n[None, :]) <= span, p, 0.0)
+            else:
+                pv = p
+            acc = acc * alpha[:, None] + _dot(pv.to(v.dtype), v, DOT_PRECISION, UPCAST_DOT)
+        else:
+            acc = acc * alpha[:, None]
+        l_i = l_i * alpha + tl.sum(p, 1)
+        m_i = m_new
+    return acc, m_i, l_i, e_i, d_i, lm_i
+
+
+@triton.jit
+def _attention_fwd_kernel(
+        Q, K, V, Lengths, Bias, HeadMask, W,
+        Out, Lse, Ent, Dist, MaxW, LabelMass,
+        stride_qb, stride_qh, stride_qt, stride_qd,
+        stride_kb, stride_kh, stride_kt, stride_kd,
+        stride_vb, stride_vh, stride_vt, stride_vd,
+        stride_bb, stride_bh, stride_bq, stride_bk,
+        stride_wb, stride_wt, stride_wl,
+        stride_ob, stride_oh, stride_ot, stride_od,
+        H, T, D, L, qk_scale, span,
+        T_BUCKET,  # autotuning key only (next power of two of T)
+        BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_L: tl.constexpr,
+        SPAN_MODE: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_HEAD_MASK: tl.constexpr,
+        WANT_ENTROPY: tl.constexpr, WANT_DISTANCE: tl.constexpr, WANT_MAXWEIGHT: tl.constexpr,
+        WANT_LABELS: tl.constexpr, EVEN_D: tl.constexpr, DOT_PRECISION: tl.constexpr,
+        UPCAST_DOT: tl.constexpr = False):
+    """Pass 1. Out [B,H,T,D] (strides given), Lse/Ent/Dist/MaxW contiguous [B,H,T] float32,
+    LabelMass contiguous [B,H,T,L] float32. ``qk_scale`` = scale / ln 2; ``span`` <= T."""
+    pid = tl.program_id(0)
+    num_m_blocks = tl.cdiv(T, BLOCK_M)
+    pid_m = pid % num_m_blocks
+    bh = pid // num_m_blocks
+    b = bh // H
+    h = bh % H
+    b64 = b.to(tl.int64)
+    h64 = h.to(tl.int64)
+    length = tl.load(Lengths + b).to(tl.int32)
+    start_m = pid_m * BLOCK_M
+    offs_m = start_m + tl.arange(0, BLOCK_M)
+    offs_d = tl.arange(0, BLOCK_D)
+    offs_l = tl.arange(0, BLOCK_L)
+
+    active = start_m < length
+    if HAS_HEAD_MASK:
+        keep = tl.load(HeadMask + bh) != 0
+        active = active & keep
+    n_end = tl.where(active, length, 0)  # keys to visit: none for padded blocks and masked heads
+
+    q_ptrs = Q + b64 * stride_qb + h64 * stride_qh + offs_m[:, None] * stride_qt + offs_d[None, :] * stride_qd
+    q_mask = (offs_m[:, None] < n_end) & (offs_d[None, :] < D)
+    q = tl.load(q_ptrs, mask=q_mask, other=0.0)
+    k_base = K + b64 * stride_kb + h64 * stride_kh
+    v_base = V + b64 * stride_vb + h64 * stride_vh
+    bias_base = Bias + b64 * stride_bb + h64 * stride_bh
+    w_base = W + b64 * stride_wb
+
+    acc = tl.zeros([BLOCK_M, BLOCK_D], dtype=tl.float32)
+    m_i = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)
+    l_i = tl.zeros([BLOCK_M], dtype=tl.float32)
+    e_i = tl.zeros([BLOCK_M], dtype=tl.float32)
+    d_i = tl.zeros([BLOCK_M], dtype=tl.float32)
+    lm_i = tl.zeros([BLOCK_M, BLOCK_L], dtype=tl.float32)
+
+    if SPAN_MODE == 0:
+        # every valid key; whole blocks unmasked, then the one block that straddles the length
+        full_hi = (n_end // BLOCK_N) * BLOCK_N
+        acc, m_i, l_i, e_i, d_i, lm_i = _fwd_inner(
+            acc, m_i, l_i, e_i, d_i, lm_i, q, k_base, v_base, bias_base, w_base,
+            stride_kt, stride_kd, stride_vt, stride_vd, stride_bq, stride_bk, stride_wt, stride_wl,
+            offs_m, offs_d, offs_l, length, T, D, L, qk_scale, span, 0, full_hi,
+            BLOCK_N, False, False, True, False, HAS_BIAS, EVEN_D,
+            WANT_ENTROPY, WANT_DISTANCE, WANT_LABELS, DOT_PRECISION, UPCAST_DOT)
+        acc, m_i, l_i, e_i, d_i, lm_i = _fwd_inner(
+            acc, m_i, l_i, e_i, d_i, lm_i, q, k_base, v_base, bias_base, w_base,
+            stride_kt, stride_kd, stride_vt, stride_vd, stride_bq, stride_bk, stride_wt, stride_wl,
+            offs_m, offs_d, offs_l, length, T, D, L, qk_scale, span, full_hi, n_end,
+            BLOCK_N, True, False, True, False, HAS_BIAS, EVEN_D,
+            WANT_ENTROPY, WANT_DISTANCE, WANT_LABELS, DOT_PRECISION, UPCAST_DOT)
+    else:
+        # key blocks that intersect the band of this query block: [start_m - r, start_m + BLOCK_M - 1 + r]
+        band_lo = tl.minimum((tl.maximum(start_m - span, 0) // BLOCK_N) * BLOCK_N, n_end)
+        band_hi = tl.minimum(start_m + BLOCK_M + span, n_end)
+        if SPAN_MODE == 2:
+            # renorm: only the band takes part at all
+            acc, m_i, l_i, e_i, d_i, lm_i = _fwd_inner(
+                acc, m_i, l_i, e_i, d_i, lm_i, q, k_base, v_base, bias_base, w_base,
+                stride_kt, stride_kd, stride_vt, stride_vd, stride_bq, stride_bk, stride_wt, stride_wl,
+                offs_m, offs_d, offs_l, length, T, D, L, qk_scale, span, band_lo, band_hi,
+                BLOCK_N, True, True, True, False, HAS_BIAS, EVEN_D,
+                WANT_ENTROPY, WANT_DISTANCE, WANT_LABELS, DOT_PRECISION, UPCAST_DOT)
+        else:
+            # zero: normalizer and statistics over every valid key, P@V over the band only
+            band_end = band_lo + ((tl.maximum(band_hi - band_lo, 0) + BLOCK_N - 1) // BLOCK_N) * BLOCK_N
+            acc, m_i, l_i, e_i, d_i, lm_i = _fwd_inner(
+                acc, m_i, l_i, e_i, d_i, lm_i, q, k_base, v_base, bias_base, w_base,
+                stride_kt, stride_kd, stride_vt, stride_vd, stride_bq, stride_bk, stride_wt, stride_wl,
+                offs_m, offs_d, offs_l, length, T, D, L, qk_scale, span, 0, band_lo,
+                BLOCK_N, False, False, False, False, HAS_BIAS, EVEN_D,
+                WANT_ENTROPY, WANT_DISTANCE, WANT_LABELS, DOT_PRECISION, UPCAST_DOT)
+            acc, m_i, l_i, e_i, d_i, lm_i = _fwd_inner(
+                acc, m_i, l_i, e_i, d_i, lm_i, q, k_base, v_base, bias_base, w_base,
+                stride_kt, stride_kd, stride_vt, stride_vd, stride_bq, stride_bk, stride_wt, stride_wl,
+                offs_m, offs_d, offs_l, length, T, D, L, qk_scale, span, band_lo, band_hi,
+                BLOCK_N, True, False, True, True, HAS_BIAS, EVEN_D,
+                WANT_ENTROPY, WANT_DISTANCE, WANT_LABELS, DOT_PRECISION, UPCAST_DOT)
+            acc, m_i, l_i, e_i, d_i, lm_i = _fwd_inner(
+                acc, m_i, l_i, e_i, d_i, lm_i, q, k_base, v_base, bias_base, w_base,
+                stride_kt, stride_kd, stride_vt, stride_vd, stride_bq, stride_bk, stride_wt, stride_wl,
+                offs_m, offs_d, offs_l, length, T, D, L, qk_scale, span, band_end, n_end,
+                BLOCK_N, True, False, False, False, HAS_BIAS, EVEN_D,
+                WANT_ENTROPY, WANT_DISTANCE, WANT_LABELS, DOT_PRECISION, UPCAST_DOT)
+
+    # ---- epilogue: padded rows 0; empty rows (l = 0) out 0, lse -inf, stats 0; masked heads NaN stats
+    row_valid = offs_m < length
+    nonempty = row_valid & (l_i != 0)  # NaN l (NaN inputs) counts as nonempty: NaN propagates
+    l_safe = tl.where(l_i != 0, l_i, 1.0)
+    inv_l = 1.0 / l_safe
+    out = tl.where(nonempty[:, None], acc * inv_l[:, None], 0.0)
+    lse = tl.where(nonempty, (m_i + tl.log2(l_safe)) * 0.6931471805599453,  # ln 2: base 2 -> natural
+                   tl.where(row_valid, float("-inf"), 0.0))
+    nan_row = tl.zeros([BLOCK_M], dtype=tl.int1)
+    if HAS_HEAD_MASK:
+        nan_row = (offs_m >= 0) & (keep == 0)
+        lse = tl.where(nan_row, float("nan"), lse)
+    row_in = offs_m < T
+    o_ptrs = Out + b64 * stride_ob + h64 * stride_oh + offs_m[:, None] * stride_ot + offs_d[None, :] * stride_od
+    tl.store(o_ptrs, out.to(Out.dtype.element_ty), mask=row_in[:, None] & (offs_d[None, :] < D))
+    stat_off = bh.to(tl.int64) * T + offs_m
+    tl.store(Lse + stat_off, lse, mask=row_in)
+    if WANT_ENTROPY:
+        ent = tl.where(nonempty, (tl.log2(l_safe) - e_i * inv_l) * 0.6931471805599453, 0.0)  # ln 2
+        if HAS_HEAD_MASK:
+            ent = tl.where(nan_row, float("nan"), ent)
+        tl.store(Ent + stat_off, ent, mask=row_in)
+    if WANT_DISTANCE:
+        dist = tl.where(nonempty, d_i * inv_l, 0.0)
+        if HAS_HEAD_MASK:
+            dist = tl.where(nan_row, float("nan"), dist)
+        tl.store(Dist + stat_off, dist, mask=row_in)
+    if WANT_MAXWEIGHT:
+        mw = tl.where(nonempty, inv_l, 0.0)
+        if HAS_HEAD_MASK:
+            mw = tl.where(nan_row, float("nan"), mw)
+        tl.store(MaxW + stat_off, mw, mask=row_in)
+    if WANT_LABELS:
+        lm = tl.where(nonempty[:, None], lm_i * inv_l[:, None], 0.0)
+        if HAS_HEAD_MASK:
+            lm = tl.where(nan_row[:, None], float("nan"), lm)
+        lm_ptrs = LabelMass + stat_off[:, None] * L + offs_l[None, :]
+        tl.store(lm_ptrs, lm, mask=row_in[:, None] & (offs_l[None, :] < L))
+
+
+@triton.jit
+def _colmass_kernel(
+        Q, K, Lengths, Bias, HeadMask, Lse, ColMass,
+        stride_qb, stride_qh, stride_qt, stride_qd,
+        stride_kb, stride_kh, stride_kt, stride_kd,
+        stride_bb, stride_bh, stride_bq, stride_bk,
+        H, T, D, qk_scale, span,
+        T_BUCKET,  # autotuning key only
+        BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
+        SPAN_MODE: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_HEAD_MASK: tl.constexpr,
+        EVEN_D: tl.constexpr, DOT_PRECISION: tl.constexpr, UPCAST_DOT: tl.constexpr = False):
+    """Pass 2: ColMass[b,h,k] = sum over valid rows q of exp(s[q,k] - lse[q]) (A before zeroing in zero
+    mode; the banded distribution in renorm). Lse is pass 1's natural-log lse, contiguous [B,H,T]."""
+    pid = tl.program_id(0)
+    num_n_blocks = tl.cdiv(T, BLOCK_N)
+    pid_n = pid % num_n_blocks
+    bh = pid // num_n_blocks
+    b = bh // H
+    h = bh % H
+    b64 = b.to(tl.int64)
+    h64 = h.to(tl.int64)
+    length = tl.load(Lengths + b).to(tl.int32)
+    start_n = pid_n * BLOCK_N
+    offs_n = start_n + tl.arange(0, BLOCK_N)
+    offs_d = tl.arange(0, BLOCK_D)
+
+    active = start_n < length
+    if HAS_HEAD_MASK:
+        keep = tl.load(HeadMask + bh) != 0
+        active = active & keep
+    m_end = tl.where(active, length, 0)
+    key_ok = offs_n < length
+
+    kt_ptrs = K + b64 * stride_kb + h64 * stride_kh + offs_n[None, :] * stride_kt + offs_d[:, None] * stride_kd
+    kt = tl.load(kt_ptrs, mask=(offs_n[None, :] < m_end) & (offs_d[:, None] < D), other=0.0)
+    q_base = Q + b64 * stride_qb + h64 * stride_qh
+    bias_base = Bias + b64 * stride_bb + h64 * stride_bh
+    lse_base = Lse + bh.to(tl.int64) * T
+
+    if SPAN_MODE == 2:
+        lo = tl.minimum((tl.maximum(start_n - span, 0) // BLOCK_M) * BLOCK_M, m_end)
+        hi = tl.minimum(start_n + BLOCK_N + span, m_end)
+    else:
+        lo = 0
+        hi = m_end
+    col = tl.zeros([BLOCK_N], dtype=tl.float32)
+    for start_m in range(lo, hi, BLOCK_M):
+        start_m = tl.multiple_of(start_m, BLOCK_M)
+        offs_m = start_m + tl.arange(0, BLOCK_M)
+        row_ok = offs_m < length
+        q_ptrs = q_base + offs_m[:, None] * stride_qt + offs_d[None, :] * stride_qd
+        if EVEN_D:
+            q = tl.load(q_ptrs, mask=row_ok[:, None], other=0.0)
+        else:
+            q = tl.load(q_ptrs, mask=row_ok[:, None] & (offs_d[None, :] < D), other=0.0)
+        s = _dot(q, kt, DOT_PRECISION, UPCAST_DOT) * qk_scale
+        if HAS_BIAS:
+            b_ptrs = bias_base + offs_m[:, None] * stride_bq + offs_n[None, :] * stride_bk
+            bv = tl.load(b_ptrs, mask=row_ok[:, None] & key_ok[None, :], other=0.0)
+            s = s + bv.to(tl.float32) * 1.4426950408889634  # 1/ln 2
+        s = tl.where(key_ok[None, :], s, float("-inf"))
+        if SPAN_MODE == 2:
+            s = tl.where(tl.abs(offs_m[:, None] - offs_n[None, :]) <= span, s, float("-inf"))
+        lse2 = tl.load(lse_base + offs_m, mask=row_ok, other=0.0) * 1.4426950408889634  # 1/ln 2
+        # padded rows and empty rows (lse = -inf) contribute nothing: exp2(s - inf) = 0
+        lse2 = tl.where(row_ok & (lse2 > float("-inf")), lse2, float("inf"))
+        p = tl.math.exp2(s - lse2[:, None])
+        col += tl.sum(p, 0)
+    colmass = tl.where(key_ok, col, 0.0)
+    if HAS_HEAD_MASK:
+        colmass = tl.where((offs_n >= 0) & (keep == 0), float("nan"), colmass)
+    tl.store(ColMass + bh.to(tl.int64) * T + offs_n, colmass, mask=offs_n < T)

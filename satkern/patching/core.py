@@ -1,0 +1,410 @@
+"""The model-independent part of patching: :class:`Patch`, the capture and the refinement.
+
+A model adapter (``hf.py``, ``s3prl.py``) finds the self-attention modules of a
+model, hands them to :class:`Patch` in model order, and reroutes each module's
+attention core to :meth:`Patch.run`, which calls :func:`satkern.attention` with the
+layer's refinement (pruned heads, span) and turns the per-row statistics the kernel
+emits into per-utterance head metrics (:func:`satkern.head_metrics`) and, when frame
+labels were given, phoneme relation sums (METRICS.md sec. 6). No attention map is
+ever materialized here (the reference backend does, internally; the fused ones don't).
+"""
+from __future__ import annotations
+
+import operator
+import warnings
+from typing import Dict, Iterable, List, Optional, Tuple
+
+import torch
+from torch import nn
+
+from ..metrics import METRIC_STATS, HeadMetrics, head_metrics
+from ..ops import SPAN_MODES, STAT_NAMES, attention
+
+# attention module -> the Patch that owns it (one patch per module at a time)
+_OWNER: Dict[nn.Module, "Patch"] = {}
+
+
+def owner(module: nn.Module) -> Optional["Patch"]:
+    """The active :class:`Patch` that reroutes ``module``, or ``None``."""
+    return _OWNER.get(module)
+
+
+def num_heads_of(module: nn.Module) -> int:
+    for name in ("num_heads", "num_attention_heads", "n_heads", "heads"):
+        value = getattr(module, name, None)
+        if isinstance(value, int) and value > 0:
+            return value
+    raise TypeError(f"satkern.patch: cannot tell the number of heads of {type(module).__name__} "
+                    f"(no num_heads / num_attention_heads attribute)")
+
+
+def lengths_from_mask(mask: Optional[torch.Tensor], batch: int, frames: int) -> Optional[torch.Tensor]:
+    """Valid frames per utterance ``[B]`` from a padding mask, checking it is a prefix mask.
+
+    Accepts ``None`` (no padding), a 2-d ``[B, T]`` mask (bool or 0/1: True/1 = valid frame),
+    or a 4-d ``[B, 1|H, T, T]`` mask (bool: True = attend; float: 0 = attend, very negative =
+    masked) that masks the same keys on every row. Anything else, or a mask that is not
+    "the first n frames valid" per utterance, raises ``ValueError``.
+    """
+    if mask is None:
+        return None
+    if not isinstance(mask, torch.Tensor):
+        raise TypeError(f"satkern: attention mask must be a tensor; got {type(mask).__name__}")
+    if mask.dim() == 2:
+        valid = mask.bool() if mask.dtype == torch.bool else mask != 0
+        if mask.dtype != torch.bool and not bool(((mask == 0) | (mask == 1)).all()):
+            raise ValueError("satkern: a 2-d attention mask must hold 0/1 (or bool) values")
+    elif mask.dim() == 4:
+        if mask.dtype == torch.bool:
+            full = mask
+        else:
+            # additive float mask: 0 where attended, the dtype's minimum (or -inf) where masked
+            full = mask == 0
+            if not bool((full | (mask <= torch.finfo(mask.dtype).min / 2)).all()):
+                raise ValueError("satkern: the 4-d float attention mask carries values other than 0 and "
+                                 "'masked' (an additive bias?); pass biases separately")
+        valid = full[:, 0, 0, :]
+        if not bool((full == valid[:, None, None, :]).all()):
+            raise ValueError("satkern: the attention mask is not a key-padding mask (its rows differ: "
+                             "causal or custom masks are not supported by the satkern attention)")
+    else:
+        raise ValueError(f"satkern: attention mask must be 2-d [B, T] or 4-d [B, 1, T, T]; got shape "
+                         f"{tuple(mask.shape)}")
+    if valid.shape[0] != batch or valid.shape[-1] != frames:
+        raise ValueError(f"satkern: attention mask of shape {tuple(mask.shape)} does not fit a batch of "
+                         f"{batch} sequences of {frames} frames")
+    lengths = valid.sum(-1).to(torch.int64)
+    prefix = torch.arange(frames, device=valid.device)[None, :] < lengths[:, None]
+    if not bool((prefix == valid).all()):
+        bad = int((prefix != valid).any(-1).nonzero()[0])
+        raise ValueError(f"satkern: the attention mask of utterance {bad} is not a prefix (right-padding) "
+                         f"mask; satkern needs every utterance's valid frames first, padding after")
+    return lengths
+
+
+def _fill_padded_rows(out, q, k, v, lengths, scale, bias, keep, span, span_mode):
+    """Write, into ``out``, the rows of padded query frames as the model's own attention computes them.
+
+    The kernels output 0 on padded query rows (q >= T); the models' eager attention lets
+    those rows attend to the valid keys. Models that mix frames outside the attention
+    (conformer convolutions, SEW pooling) carry those rows into valid frames, so they
+    are recomputed here, per utterance, in the input dtype: scores of the padded queries
+    against the valid keys, plus the bias, softmax, (span applied as in the kernel), times
+    the valid values. Pruned heads stay 0. Rows with no admissible key stay 0.
+    """
+    B, H, T, D = q.shape
+    heads = None if keep is None else keep.nonzero().flatten()
+    for b in range(B):
+        n = int(lengths[b])
+        if n >= T or n == 0:
+            continue
+        qb, kb, vb = q[b, :, n:], k[b, :, :n], v[b, :, :n]
+        bb = None if bias is None else bias[b, :, n:, :n]
+        if heads is not None:
+            qb, kb, vb = qb[heads], kb[heads], vb[heads]
+            bb = None if bb is None else bb[heads]
+        s = torch.matmul(qb, kb.transpose(-1, -2)) * scale
+        if bb is not None:
+            s = s + bb.to(s.dtype)
+        if span is not None:
+            qi = torch.arange(n, T, device=q.device)[:, None]
+            ki = torch.arange(n, device=q.device)[None, :]
+            band = (qi - ki).abs() <= span
+            if span_mode == "renorm":
+                s = s.masked_fill(~band, float("-inf"))
+        a = torch.softmax(s, dim=-1)
+        if span is not None:
+            a = torch.where(band, a, torch.zeros((), dtype=a.dtype, device=a.device))
+        a = torch.nan_to_num(a, nan=0.0)  # renorm rows with no admissible key
+        rows = torch.matmul(a, vb).to(out.dtype)
+        if heads is None:
+            out[b, :, n:] = rows
+        else:
+            out[b, heads, n:] = rows
+    return out
+
+
+class Patch:
+    """A model rerouted through satkern; made by :func:`satkern.patch`.
+
+    Attributes (read-only views of the capture):
+
+    * ``metrics``: :class:`~satkern.HeadMetrics` (G, V, D, W), each float32 ``[U, L, H]`` for
+      the ``U`` utterances seen so far, ``L`` attention layers in model order, ``H`` heads; a
+      metric whose statistic was not asked for is ``None``; NaN for pruned heads and empty
+      utterances.
+    * ``lengths``: int64 ``[U]``, attention frames per utterance.
+    * ``prm_counts`` ``[L, H, Y, Y]``, ``prm_base`` ``[Y, Y]`` (float64), ``prm_utterances``:
+      sums of P'_u and P_U,u over the utterances given labels (:meth:`set_labels`).
+    * ``num_layers``, ``num_heads``, ``layer_of`` (module -> layer index).
+
+    Use as a context manager or call :meth:`remove`; removal restores the model exactly.
+    """
+
+    def __init__(self, model: nn.Module, *, stats: Iterable[str] = STAT_NAMES, prune=None, span=None,
+                 span_mode: str = "zero", backend: str = "auto"):
+        if isinstance(stats, str):
+            stats = (stats,)
+        stats = tuple(stats)
+        unknown = [s for s in stats if s not in STAT_NAMES]
+        if unknown:
+            raise ValueError(f"satkern.patch: argument 'stats' must be a subset of {STAT_NAMES}; got {unknown}")
+        if span_mode not in SPAN_MODES:
+            raise ValueError(f"satkern.patch: argument 'span_mode' must be one of {SPAN_MODES}; got {span_mode!r}")
+        if not isinstance(backend, str):
+            raise TypeError(f"satkern.patch: argument 'backend' must be a string; got {type(backend).__name__}")
+        self.model = model
+        self.stats = frozenset(stats)
+        self.span_mode = span_mode
+        self.backend = backend
+        self._which = tuple(m for m, s in METRIC_STATS.items() if s in self.stats)
+        self._modules: List[nn.Module] = []  # distinct patched modules
+        self.layer_of: Dict[nn.Module, int] = {}  # module -> its (first) layer
+        self._shared: set = set()  # modules serving several layers (layer read from module.layer_index)
+        self._num_slots = 0
+        self._undo: List = []
+        self._removed = False
+        self._prune_arg, self._span_arg = prune, span
+        self.backends_used: set = set()  # names of the satkern backends that ran (for reports)
+        self.reset()
+
+    # ------------------------------------------------------------------ set-up (adapters)
+    def _add_layers(self, slots: List[nn.Module]) -> None:
+        """Attention modules in model order, one per layer; a module that serves several layers
+        (AudioALBERT's ``share_layer``) appears once per layer and must say which layer is
+        running through its ``layer_index`` attribute (set by its encoder before each call)."""
+        for m in slots:
+            if m in _OWNER:
+                raise RuntimeError(f"satkern.patch: {type(m).__name__} is already patched; remove the other "
+                                   f"patch first")
+            if m in self.layer_of:
+                if not hasattr(m, "layer_index"):
+                    raise TypeError(f"satkern.patch: {type(m).__name__} serves several layers but has no "
+                                    f"layer_index attribute to tell them apart")
+                self._shared.add(m)
+            else:
+                self.layer_of[m] = self._num_slots
+                self._modules.append(m)
+            self._num_slots += 1
+
+    def _finish_setup(self) -> None:
+        if not self._modules:
+            raise TypeError(f"satkern.patch: found no supported self-attention module in "
+                            f"{type(self.model).__name__}; supported: {supported_description()}")
+        heads = sorted({num_heads_of(m) for m in self._modules})
+        if len(heads) != 1:
+            raise ValueError(f"satkern.patch: layers have different head counts {heads}; unsupported")
+        self.num_layers = self._num_slots
+        self.num_heads = heads[0]
+        self._keep = self._parse_prune(self._prune_arg)
+        self._spans = self._parse_span(self._span_arg)
+        for m in self._modules:
+            _OWNER[m] = self
+
+    def _parse_prune(self, prune) -> List[Optional[torch.Tensor]]:
+        keep: List[Optional[torch.Tensor]] = [None] * self.num_layers
+        if prune is None:
+            return keep
+        try:
+            pairs = [tuple(p) for p in prune]
+        except TypeError:
+            raise TypeError("satkern.patch: argument 'prune' must be a set of (layer, head) pairs") from None
+        for p in pairs:
+            try:
+                if len(p) != 2 or any(isinstance(i, bool) for i in p):
+                    raise TypeError
+                layer, head = (operator.index(i) for i in p)  # ints, numpy / 0-d torch integers
+            except TypeError:
+                raise ValueError(f"satkern.patch: argument 'prune' must hold (layer, head) int pairs; "
+                                 f"got {p!r}") from None
+            if not (0 <= layer < self.num_layers and 0 <= head < self.num_heads):
+                raise ValueError(f"satkern.patch: pruned head {p} out of range: {self.num_layers} layers x "
+                                 f"{self.num_heads} heads")
+            if keep[layer] is None:
+                keep[layer] = torch.ones(self.num_heads, dtype=torch.bool)
+            keep[layer][head] = False
+        return keep
+
+    def _parse_span(self, span) -> List[Optional[int]]:
+        def check(r, where):
+            if r is None:
+                return None
+            try:
+                if isinstance(r, bool):
+                    raise TypeError
+                value = operator.index(r)
+            except TypeError:
+                value = -1
+            if value < 0:
+                raise ValueError(f"satkern.patch: span{where} must be a non-negative int (frames) or None; got {r!r}")
+            return value
+
+        if isinstance(span, dict):
+            bad = [l for l in span if not isinstance(l, int) or not 0 <= l < self.num_layers]
+            if bad:
+                raise ValueError(f"satkern.patch: span dict keys must be layer indices in "
+                                 f"[0, {self.num_layers}); got {bad}")
+            return [check(span.get(l), f"[{l}]") for l in range(self.num_layers)]
+        return [check(span, "")] * self.num_layers
+
+    # ------------------------------------------------------------------ capture state
+    def reset(self) -> None:
+        """Forget the accumulated metrics, lengths and PRM sums (and pending labels)."""
+        self._rows: Dict[int, Dict[str, List[torch.Tensor]]] = {}
+        self._lengths: Dict[int, List[torch.Tensor]] = {}
+        self.prm_counts: Optional[torch.Tensor] = None
+        self.prm_base: Optional[torch.Tensor] = None
+        self.prm_utterances = 0
+        self._labels: Optional[torch.Tensor] = None
+        self._labels_used: set = set()
+
+    def set_labels(self, W: torch.Tensor) -> None:
+        """Frame label weights ``[B, T, Y]`` (model frame rate) for the next forward only.
+
+        Each layer then adds sum_u P'_u to ``prm_counts[layer]`` (P'_u = (1/T) W^T label_mass,
+        from the kernel's ``label_mass``), and the forward adds sum_u P_U,u
+        = (1/T^2) (W^T 1)(1^T W) to ``prm_base``; rows past an utterance's length are ignored,
+        utterances with T = 0 are skipped. The labels are cleared once every layer used them.
+        """
+        if not isinstance(W, torch.Tensor) or W.dim() != 3 or not W.dtype.is_floating_point:
+            raise ValueError("satkern.Patch.set_labels: W must be a float tensor [B, T_model, Y]; got "
+                             + (f"shape {tuple(W.shape)}, dtype {W.dtype}" if isinstance(W, torch.Tensor)
+                                else type(W).__name__))
+        if self.prm_counts is not None and W.shape[-1] != self.prm_counts.shape[-1]:
+            raise ValueError(f"satkern.Patch.set_labels: {W.shape[-1]} labels, but the PRM sums so far have "
+                             f"{self.prm_counts.shape[-1]}; call reset() to change the label set")
+        self._labels = W
+        self._labels_used = set()
+
+    # ------------------------------------------------------------------ the attention call
+    def run(self, module: nn.Module, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *,
+            lengths: Optional[torch.Tensor], scale: Optional[float], bias: Optional[torch.Tensor] = None,
+            fill_padded: bool = True) -> torch.Tensor:
+        """satkern attention for one module's call: ``[B,H,T,D]`` in, context ``[B,H,T,D]`` out."""
+        layer = int(module.layer_index) if module in self._shared else self.layer_of[module]
+        if not 0 <= layer < self.num_layers:
+            raise RuntimeError(f"satkern.Patch: {type(module).__name__} reports layer {layer} of {self.num_layers}")
+        B, H, T, D = q.shape
+        keep = self._keep[layer]
+        span = self._spans[layer]
+        W = self._labels
+        if W is not None and (W.shape[0] != B or W.shape[1] != T):
+            raise ValueError(f"satkern.Patch: labels of shape {tuple(W.shape)} do not fit layer {layer}'s "
+                             f"batch of {B} x {T} attention frames")
+        label_weights = None if W is None else W.to(device=q.device)
+        head_mask = None if keep is None else keep.to(q.device)
+        res = attention(q, k, v, lengths=lengths, scale=scale, bias=bias, stats=self.stats, span=span,
+                        span_mode=self.span_mode, head_mask=head_mask, label_weights=label_weights,
+                        backend=self.backend)
+        self.backends_used.add(res.backend)
+        out = res.out
+        if fill_padded and lengths is not None and B and bool((res.lengths < T).any()):
+            if out.requires_grad:
+                out = out.clone()
+            scale_f = float(D) ** -0.5 if scale is None else float(scale)
+            bias_full = None if bias is None else bias.expand(B, H, T, T)
+            out = _fill_padded_rows(out, q, k, v, res.lengths, scale_f, bias_full, head_mask, span,
+                                    self.span_mode)
+        self._record(layer, res, W)
+        return out
+
+    def _record(self, layer: int, res, W: Optional[torch.Tensor]) -> None:
+        lengths = res.lengths
+        if layer not in self._lengths:
+            self._lengths[layer] = []
+        self._lengths[layer].append(lengths.detach().to("cpu"))
+        if self._which:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # empty utterances: NaN, warned once below
+                m = head_metrics(res, lengths=lengths, which=self._which)
+            rows = self._rows.setdefault(layer, {w: [] for w in self._which})
+            for w in self._which:
+                rows[w].append(getattr(m, w).detach().to(device="cpu", dtype=torch.float32))
+            if layer == 0 and bool((lengths == 0).any()):
+                warnings.warn("satkern.patch: utterances of length 0 have no metrics (NaN)", stacklevel=4)
+        if W is not None:
+            self._accumulate_prm(layer, res, W)
+
+    def _accumulate_prm(self, layer: int, res, W: torch.Tensor) -> None:
+        B, H, T = res.lse.shape
+        Y = W.shape[-1]
+        lengths = res.lengths
+        valid = (torch.arange(T, device=lengths.device)[None, :] < lengths[:, None])  # [B, T]
+        Wm = torch.where(valid[..., None], W.to(device=lengths.device, dtype=torch.float64),
+                         torch.zeros((), dtype=torch.float64, device=lengths.device))
+        nonempty = lengths > 0
+        Tf = torch.where(nonempty, lengths, torch.ones_like(lengths)).to(torch.float64)
+        if self.prm_counts is None:
+            self.prm_counts = torch.zeros(self.num_layers, self.num_heads, Y, Y, dtype=torch.float64)
+            self.prm_base = torch.zeros(Y, Y, dtype=torch.float64)
+        lm = res.label_mass.to(torch.float64)  # [B, H, T, Y]; 0 on padded rows, NaN on pruned heads
+        p_prime = torch.einsum("btm,bhtn->bhmn", Wm, lm) / Tf[:, None, None, None]
+        self.prm_counts[layer] += p_prime[nonempty].sum(0).to("cpu")
+        if not self._labels_used:  # once per forward: the uniform-attention baseline
+            col = Wm.sum(1)  # [B, Y] = W^T 1
+            base = col[:, :, None] * col[:, None, :] / (Tf * Tf)[:, None, None]
+            self.prm_base += base[nonempty].sum(0).to("cpu")
+            self.prm_utterances += int(nonempty.sum())
+        self._labels_used.add(layer)
+        if len(self._labels_used) == self.num_layers:
+            self._labels = None
+            self._labels_used = set()
+
+    # ------------------------------------------------------------------ results
+    @property
+    def lengths(self) -> torch.Tensor:
+        """Attention frames per utterance seen, int64 ``[U]``."""
+        parts = self._lengths.get(0, [])
+        return torch.cat(parts) if parts else torch.zeros(0, dtype=torch.int64)
+
+    @property
+    def metrics(self) -> HeadMetrics:
+        """Per-utterance head metrics, each float32 ``[U, L, H]`` (``None`` if not asked for)."""
+        out = HeadMetrics()
+        if not self._which:
+            return out
+        counts = {l: sum(int(t.shape[0]) for t in self._lengths.get(l, [])) for l in range(self.num_layers)}
+        if len(set(counts.values())) != 1:
+            raise RuntimeError(f"satkern.Patch.metrics: layers saw different numbers of utterances {counts} "
+                               f"(a forward was interrupted, or layers were skipped, e.g. LayerDrop)")
+        for w in self._which:
+            per_layer = []
+            for l in range(self.num_layers):
+                parts = self._rows.get(l, {}).get(w, [])
+                per_layer.append(torch.cat(parts) if parts else torch.zeros(0, self.num_heads))
+            setattr(out, w, torch.stack(per_layer, dim=1))
+        return out
+
+    # ------------------------------------------------------------------ removal
+    def remove(self) -> None:
+        """Undo every change the patch made to the model (idempotent)."""
+        if self._removed:
+            return
+        for undo in reversed(self._undo):
+            undo()
+        self._undo.clear()
+        for m in self._modules:
+            if _OWNER.get(m) is self:
+                del _OWNER[m]
+        self._removed = True
+
+    @property
+    def active(self) -> bool:
+        return not self._removed
+
+    def __enter__(self) -> "Patch":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.remove()
+
+    def __repr__(self) -> str:
+        state = "active" if not self._removed else "removed"
+        return (f"<satkern.Patch {state}: {type(self.model).__name__}, {getattr(self, 'num_layers', '?')} layers x "
+                f"{getattr(self, 'num_heads', '?')} heads, stats={sorted(self.stats)}, backend={self.backend!r}>")
+
+
+def supported_description() -> str:
+    from .hf import FAMILIES
+    names = ", ".join(f.model_type for f in FAMILIES)
+    return f"Hugging Face {names}; satkern.models.s3prl (Mockingjay/TERA/AudioALBERT)"
