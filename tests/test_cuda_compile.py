@@ -7,6 +7,13 @@
   headers, so a syntax or template error fails CI. One nvcc invocation per
   architecture (-O3 as in setup.py; about 10 s each on 2 cores). Skipped only when
   nvcc is not found.
+* The kernel code runs on the CPU (csrc/cuda/host_emulation.cpp: one std::thread per CUDA thread,
+  barriers for __syncthreads, warp shuffles through a buffer, a host model of the WMMA calls) and
+  matches the float64 reference on every edge of the contract, with poisoned outputs. Needs g++
+  (C++20) and the CUDA headers; about 2 minutes on 2 cores. SATKERN_EMU_FULL=1 runs every
+  dtype x head dim x case (about 6-8 minutes).
+* A float64 Python mirror of the block algorithm (tiny tiles) against the reference.
+* With SATKERN_CHECK_BINDING=1: nvcc compiles the torch binding against this torch's headers.
 * The Python parts import on a CPU-only machine: the backend is registered and says
   why it cannot run; the GPU-suite, benchmark and JIT modules import; the benchmark
   script's --help works.
@@ -44,6 +51,32 @@ def test_device_code_compiles(arch, tmp_path):
            "-c", os.path.join(CSRC, "cuda", "compile_check.cu"), "-o", str(tmp_path / f"check_sm{arch}.o")]
     proc = subprocess.run(cmd, capture_output=True, text=True)
     assert proc.returncode == 0, f"nvcc failed ({' '.join(cmd)}):\n{proc.stdout}\n{proc.stderr}"
+
+
+@pytest.mark.skipif(NVCC is None, reason="nvcc not found")
+@pytest.mark.skipif(os.environ.get("SATKERN_CHECK_BINDING") != "1",
+                    reason="slow (about 1-2 min): set SATKERN_CHECK_BINDING=1 to compile the torch binding too")
+def test_binding_compiles_against_torch_headers(tmp_path):
+    """nvcc -c of csrc/cuda/attention_cuda.cu against this torch's headers, even a CPU torch.
+
+    A CPU wheel ships ATen/c10 CUDA headers but not the generated c10/cuda/impl/cuda_cmake_macros.h;
+    a one-line stand-in is written to tmp_path (it only defines C10_CUDA_BUILD_SHARED_LIBS).
+    """
+    import sysconfig
+
+    from torch.utils.cpp_extension import include_paths
+
+    stub = tmp_path / "c10" / "cuda" / "impl"
+    stub.mkdir(parents=True)
+    (stub / "cuda_cmake_macros.h").write_text("#pragma once\n#define C10_CUDA_BUILD_SHARED_LIBS\n")
+    incs = [f"-I{CSRC}", f"-I{tmp_path}"] + [f"-I{p}" for p in include_paths()] + [
+        f"-I{sysconfig.get_paths()['include']}"]
+    cmd = [NVCC, "-std=c++17", "-O1", "--expt-relaxed-constexpr", *incs, "-DTORCH_EXTENSION_NAME=_C",
+           f"-D_GLIBCXX_USE_CXX11_ABI={int(torch._C._GLIBCXX_USE_CXX11_ABI)}",
+           "-gencode", "arch=compute_80,code=sm_80", "-c", os.path.join(CSRC, "cuda", "attention_cuda.cu"),
+           "-o", str(tmp_path / "binding.o")]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    assert proc.returncode == 0, f"nvcc failed ({' '.join(cmd)}):\n{proc.stdout}\n{proc.stderr[-5000:]}"
 
 
 def test_compile_check_is_inert_without_its_macro():
@@ -296,21 +329,25 @@ def _cuda_include():
 
 
 @pytest.fixture(scope="session")
-def emulator(tmp_path_factory):
+def emulators(tmp_path_factory):
+    """{"fma": lib, "wmma": lib}: the kernels built for the host, without and with the WMMA model."""
     import ctypes
 
     cxx = shutil.which(os.environ.get("CXX", "g++")) or shutil.which("c++")
     inc = _cuda_include()
     if cxx is None or inc is None:
         pytest.skip(f"host emulation needs a C++20 compiler ({cxx}) and the CUDA headers ({inc})")
-    so = str(tmp_path_factory.mktemp("emu") / "satkern_emu.so")
-    cmd = [cxx, "-std=c++20", "-O1", "-pthread", "-fPIC", "-shared", f"-I{inc}", f"-I{os.path.join(CSRC, 'cuda')}",
-           os.path.join(CSRC, "cuda", "host_emulation.cpp"), "-o", so]
-    proc = subprocess.run(cmd, capture_output=True, text=True)
-    assert proc.returncode == 0, f"host emulation build failed ({' '.join(cmd)}):\n{proc.stderr}"
-    lib = ctypes.CDLL(so)
-    lib.satkern_emulate.restype = ctypes.c_int
-    return lib
+    libs = {}
+    for path, extra in (("fma", []), ("wmma", ["-DSATKERN_EMULATE_WMMA"])):
+        so = str(tmp_path_factory.mktemp("emu") / f"satkern_emu_{path}.so")
+        cmd = [cxx, "-std=c++20", "-O1", "-pthread", "-fPIC", "-shared", f"-I{inc}",
+               f"-I{os.path.join(CSRC, 'cuda')}", *extra, os.path.join(CSRC, "cuda", "host_emulation.cpp"), "-o", so]
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+        assert proc.returncode == 0, f"host emulation build failed ({' '.join(cmd)}):\n{proc.stderr}"
+        lib = ctypes.CDLL(so)
+        lib.satkern_emulate.restype = ctypes.c_int
+        libs[path] = lib
+    return libs
 
 
 def _emulate(lib, call, poison=float("nan")):
@@ -415,17 +452,26 @@ _EMU_CASES = ["full", "padding", "bias", "bias_full_half", "zero", "renorm", "re
 # dtype- or D-specific code (tile sizes, thread counts, conversions) for the others.
 # SATKERN_EMU_FULL=1 runs every case for every dtype and head dim.
 _EMU_SHORT = ["padding", "bias", "renorm", "head_mask", "labels"]
+# Product path per dtype as on an sm_80+ GPU: float16/bfloat16 -> WMMA (host model), float32 -> FMA.
+_PATH = {torch.float32: "fma", torch.float16: "wmma", torch.bfloat16: "wmma"}
 _EMU_MATRIX = (
-    [(dt, D, c) for dt in (torch.float32, torch.float16, torch.bfloat16) for D in (64, 128) for c in _EMU_CASES]
+    [(dt, D, c, _PATH[dt]) for dt in (torch.float32, torch.float16, torch.bfloat16) for D in (64, 128)
+     for c in _EMU_CASES]
+    + [(dt, D, c, "fma") for dt in (torch.float16, torch.bfloat16) for D in (64, 128) for c in _EMU_SHORT]
     if os.environ.get("SATKERN_EMU_FULL") == "1" else
-    [(torch.float16, 64, c) for c in _EMU_CASES]
-    + [(dt, D, c) for dt, D in ((torch.float16, 128), (torch.bfloat16, 64), (torch.float32, 64),
-                                (torch.float32, 128)) for c in _EMU_SHORT]
-    + [(torch.bfloat16, 128, "zero"), (torch.float32, 64, "unaligned")])
+    [(torch.float16, 64, c, "wmma") for c in _EMU_CASES]
+    + [(dt, D, c, _PATH[dt]) for dt, D in ((torch.float16, 128), (torch.bfloat16, 64), (torch.float32, 64),
+                                           (torch.float32, 128)) for c in _EMU_SHORT]
+    + [(torch.bfloat16, 128, "zero", "wmma"), (torch.float32, 64, "unaligned", "fma"),
+       (torch.float16, 64, "bias", "fma"), (torch.bfloat16, 128, "labels", "fma")])
 
 
-@pytest.mark.parametrize("dtype, D, case", _EMU_MATRIX, ids=lambda x: str(x).replace("torch.", ""))
-def test_emulated_kernels_match_reference(emulator, case, dtype, D):
+@pytest.mark.parametrize("dtype, D, case, path", _EMU_MATRIX, ids=lambda x: str(x).replace("torch.", ""))
+def test_emulated_kernels_match_reference(emulators, case, dtype, D, path):
+    """The kernel code itself, run on the CPU by csrc/cuda/host_emulation.cpp, against the reference.
+
+    path "wmma" runs the tensor-core branch against the host WMMA model; "fma" the plain branch.
+    """
     import satkern
     from satkern.ops.contract import validate
 
@@ -434,7 +480,7 @@ def test_emulated_kernels_match_reference(emulator, case, dtype, D):
     call = validate(q, k, v, **kw)
     ref = satkern.attention(q, k, v, backend="reference", **kw)
     for poison in (-31337.0,):  # a finite sentinel: an unwritten element fails even where NaN is expected
-        got = _emulate(emulator, call, poison)
+        got = _emulate(emulators[path], call, poison)
         for name in ("out", "lse", "entropy", "distance", "colmass", "maxweight", "label_mass"):
             r, o = getattr(ref, name), getattr(got, name)
             if r is None:

@@ -158,10 +158,13 @@ struct Elem<__nv_bfloat16> {
 // Tensor-core (WMMA) code exists only for sm_80+ device passes (bf16 WMMA needs
 // sm_80); the host pass and older architectures see the FMA path, so the header
 // still compiles for them.
+// (csrc/cuda/host_emulation.cpp predefines it to run the WMMA path against a host model of WMMA.)
+#ifndef SATKERN_WMMA
 #if defined(__CUDA_ARCH__) && (__CUDA_ARCH__ >= 800)
 #define SATKERN_WMMA 1
 #else
 #define SATKERN_WMMA 0
+#endif
 #endif
 
 // ---------------------------------------------------------------------------

@@ -9,9 +9,11 @@
 //
 // What this checks: the kernels' indexing, masks, block skipping, online statistics,
 // finalization and colmass pass, in the exact code that runs on the GPU, for the
-// FMA matrix-product path. What it cannot check: the WMMA (tensor core) tile
-// products, which only exist in sm_80+ device passes (SATKERN_WMMA), nor timing-
-// dependent behaviour of real hardware (use compute-sanitizer racecheck for that).
+// FMA matrix-product path, and with -DSATKERN_EMULATE_WMMA the WMMA (tensor core) path
+// of float16 / bfloat16 against a host model of the WMMA calls (tile layouts, leading
+// dimensions, pointer alignment). What it cannot check: the hardware's own fragment
+// handling and rounding, and timing-dependent behaviour of real hardware (use
+// compute-sanitizer racecheck for that).
 //
 // C ABI (ctypes): satkern_emulate(...) below; returns 0, or -1 for an unsupported
 // dtype / head dim.
@@ -25,7 +27,10 @@
 #include <thread>
 #include <vector>
 
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
 #include <cuda_runtime.h>
+#include <type_traits>
 
 namespace satkern_emu {
 thread_local uint3 t_thread;
@@ -56,6 +61,73 @@ inline float __shfl_xor_sync(unsigned, float v, int lane_mask) {
   return r;
 }
 inline float __expf(float x) { return std::exp(x); }
+
+#ifdef SATKERN_EMULATE_WMMA
+// A host model of the WMMA API subset the kernels use (16x16x16 tiles). Every lane holds the
+// whole tile (the real fragment layout is opaque, so nothing can depend on it); loads check the
+// documented requirements (256-bit aligned pointer, ldm a multiple of 16 bytes) and abort on a
+// violation, which on a GPU would be undefined behaviour; stores are done by lane 0 and followed
+// by a __syncwarp, as the collective store completes for the whole warp.
+#include <cstdio>
+#include <cstdlib>
+#define SATKERN_WMMA 1
+namespace nvcuda {
+namespace wmma {
+struct matrix_a {};
+struct matrix_b {};
+struct accumulator {};
+struct row_major {};
+struct col_major {};
+enum layout_t { mem_row_major, mem_col_major };
+template <typename Use, int M, int N, int K, typename T, typename Layout = void>
+struct fragment {
+  static_assert(M == 16 && N == 16 && K == 16, "the kernels use 16x16x16 tiles");
+  float x[256];  // element (i, j) of the 16x16 tile at x[i * 16 + j]
+};
+inline void check_ptr(const void* p, unsigned ldm, size_t elem, const char* what) {
+  if (reinterpret_cast<uintptr_t>(p) % 32 != 0 || (ldm * elem) % 16 != 0) {
+    std::fprintf(stderr, "wmma %s: pointer %p (needs 256-bit alignment) or ldm %u (needs a multiple of %zu)\n",
+                 what, p, ldm, 16 / elem);
+    std::abort();
+  }
+}
+template <typename T> inline float to_f(T v) { return static_cast<float>(v); }
+template <> inline float to_f<__half>(__half v) { return __half2float(v); }
+template <> inline float to_f<__nv_bfloat16>(__nv_bfloat16 v) { return __bfloat162float(v); }
+template <typename Use, typename T, typename Layout>
+void load_matrix_sync(fragment<Use, 16, 16, 16, T, Layout>& f, const T* p, unsigned ldm) {
+  check_ptr(p, ldm, sizeof(T), "load_matrix_sync");
+  constexpr bool row = std::is_same<Layout, row_major>::value;
+  for (int i = 0; i < 16; ++i)
+    for (int j = 0; j < 16; ++j) f.x[i * 16 + j] = to_f<T>(row ? p[i * ldm + j] : p[j * ldm + i]);
+}
+inline void fill_fragment(fragment<accumulator, 16, 16, 16, float>& f, float v) {
+  for (float& e : f.x) e = v;
+}
+template <typename T, typename LA, typename LB>
+void mma_sync(fragment<accumulator, 16, 16, 16, float>& d, const fragment<matrix_a, 16, 16, 16, T, LA>& a,
+              const fragment<matrix_b, 16, 16, 16, T, LB>& b, const fragment<accumulator, 16, 16, 16, float>& c) {
+  float r[256];
+  for (int i = 0; i < 16; ++i)
+    for (int j = 0; j < 16; ++j) {
+      float s = c.x[i * 16 + j];
+      for (int k = 0; k < 16; ++k) s = std::fma(a.x[i * 16 + k], b.x[k * 16 + j], s);
+      r[i * 16 + j] = s;
+    }
+  for (int i = 0; i < 256; ++i) d.x[i] = r[i];
+}
+void __syncwarp_model();
+inline void store_matrix_sync(float* p, const fragment<accumulator, 16, 16, 16, float>& f, unsigned ldm, layout_t l) {
+  check_ptr(p, ldm, sizeof(float), "store_matrix_sync");
+  if (satkern_emu::t_thread.x % 32 == 0)
+    for (int i = 0; i < 16; ++i)
+      for (int j = 0; j < 16; ++j) (l == mem_row_major ? p[i * ldm + j] : p[j * ldm + i]) = f.x[i * 16 + j];
+  __syncwarp_model();
+}
+}  // namespace wmma
+}  // namespace nvcuda
+inline void nvcuda::wmma::__syncwarp_model() { __syncwarp(); }
+#endif  // SATKERN_EMULATE_WMMA
 
 namespace satkern {
 namespace cuda {
