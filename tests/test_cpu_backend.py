@@ -4,7 +4,8 @@ Tolerance rule (flash-attention's): the kernel's error against the float64 refer
 most 2x the error of plain PyTorch eager attention computed in the same dtype, plus a small
 absolute floor. Padded rows and masked heads are checked exactly (0 / NaN as the contract says).
 """
-import math
+
+import os
 
 import pytest
 import torch
@@ -15,6 +16,23 @@ from satkern.ops.extension import extension_error
 
 pytestmark = pytest.mark.skipif(extension_error() is not None,
                                 reason=f"C++ extension not built: {extension_error()}")
+
+
+
+@pytest.fixture(scope="module", autouse=True, params=["default-rows", "generic-rows"])
+def row_path(request):
+    """Run everything twice: with the AVX-512 float32 row pass (where the CPU has it) and without."""
+    old = os.environ.get("SATKERN_CPU_NO_AVX512")
+    if request.param == "generic-rows":
+        os.environ["SATKERN_CPU_NO_AVX512"] = "1"
+    else:
+        os.environ.pop("SATKERN_CPU_NO_AVX512", None)
+    yield request.param
+    if old is None:
+        os.environ.pop("SATKERN_CPU_NO_AVX512", None)
+    else:
+        os.environ["SATKERN_CPU_NO_AVX512"] = old
+
 
 ALL = satkern.STAT_NAMES
 FIELDS = ("out", "lse") + ALL + ("label_mass",)
@@ -337,15 +355,16 @@ def cases(draw):
     bias = draw(st.sampled_from([None, "full", "heads"]))
     labels = draw(st.one_of(st.none(), st.integers(1, 4)))
     seed = draw(st.integers(0, 2 ** 31 - 1))
-    return B, H, T, D, lengths, span, mode, stats, mask, bias, labels, seed
+    dtype = draw(st.sampled_from([torch.float64, torch.float32]))
+    return B, H, T, D, lengths, span, mode, stats, mask, bias, labels, seed, dtype
 
 
 @settings(max_examples=40, deadline=None)
 @given(cases())
-def test_property_float64_matches_reference(case):
-    B, H, T, D, lengths, span, mode, stats, mask, bias, labels, seed = case
+def test_property_matches_reference(case):
+    B, H, T, D, lengths, span, mode, stats, mask, bias, labels, seed, dtype = case
     g = torch.Generator().manual_seed(seed)
-    q, k, v = (torch.randn(B, H, T, D, generator=g, dtype=torch.float64) for _ in range(3))
+    q, k, v = (torch.randn(B, H, T, D, generator=g, dtype=torch.float64).to(dtype) for _ in range(3))
     kw = dict(lengths=torch.tensor(lengths), span=span, span_mode=mode, stats=stats,
               head_mask=None if mask is None else torch.tensor(mask))
     if bias == "full":

@@ -16,15 +16,21 @@
 //     holds its block's scores over the admissible key window (BQ x window, one buffer per
 //     thread), so every statistic comes out of one pass:
 //       S   = scale * Q_blk K_win^T (+ bias)              BLAS gemm
-//       per row: m = max, p = exp(s - m), l = sum p, lse = m + log l,
-//                entropy = log l - sum p (s - m) / l, distance = sum p |q - k| / l,
-//                maxweight = 1 / l, A = p / l, colmass partial += A
-//       label_mass = A W_win                              BLAS gemm
-//       out = A' V_win  (A' = A zeroed off band in zero-span mode, over the band window only)
-//   * colmass: each thread accumulates column sums of its valid rows into its own [B*H*T]
-//     buffer; the buffers are summed in thread order at the end. at::parallel_for (OpenMP)
-//     hands each thread one fixed contiguous range of tasks, so for a fixed thread count the
-//     result is bitwise deterministic (it may change in the last bits with the thread count).
+//       per row (two passes over the row, in L1): m = max, p = exp(s - m), l = sum p,
+//                lse = m + log l, entropy = log l - sum p (s - m) / l,
+//                distance = sum p |q - k| / l, maxweight = 1 / l
+//       the normalization A = p / l is folded into the products below (rows scaled by 1/l):
+//       colmass partial += (1/l)^T P                       BLAS gemv
+//       label_mass = diag(1/l) P W_win                     BLAS gemm
+//       out = diag(1/l) P' V_win (P' = P zeroed off band in zero-span mode; band window only)
+//   * the row pass is vectorized with at::vec (AVX2 as compiled by setup.py); for float32 on
+//     CPUs with AVX-512F/DQ a hand-written AVX-512 version (row_avx512.cpp) is used instead,
+//     unless SATKERN_CPU_NO_AVX512=1. SATKERN_CPU_BLOCK_ROWS=n overrides the query block size
+//     (tuning only).
+//   * colmass: each thread adds its blocks' column sums into its own [B*H*T] double buffer;
+//     the buffers are summed in thread order at the end. at::parallel_for (OpenMP) hands each
+//     thread one fixed contiguous range of tasks, so for a fixed thread count the result is
+//     bitwise deterministic (it may change in the last bits with the thread count).
 //
 // NaN: a NaN (or +inf) score makes its row NaN (out, lse, statistics, and colmass of the
 // row's admissible keys), as in the reference. Padded rows of q/k/v/label_weights and bias
@@ -37,6 +43,8 @@
 #include <ATen/Parallel.h>
 #include <ATen/cpu/vec/vec.h>
 #include <torch/library.h>
+
+#include "cpu/row_avx512.h"
 
 #include <algorithm>
 #include <cstdlib>
@@ -250,8 +258,30 @@ RowStats<T> softmax_row(T* s, int64_t w, int64_t a, int64_t e, int64_t kw0, int6
     const Vec vq(static_cast<T>(qi));
     const Vec vstep(static_cast<T>(V));
     Vec vk = Vec::arange(static_cast<T>(kw0 + a), T(1));
-    Vec vl(T(0)), vent(T(0)), vdist(T(0));
+    // two independent accumulators per sum: shorter dependency chains and half the rounding
+    // error growth of one running sum
+    Vec vl(T(0)), vent(T(0)), vdist(T(0)), vl2(T(0)), vent2(T(0)), vdist2(T(0));
     int64_t j = a;
+    for (; j + 2 * V <= e; j += 2 * V) {
+      Vec t = Vec::loadu(s + j) - vm;
+      Vec t2 = Vec::loadu(s + j + V) - vm;
+      Vec p = vexp(t);
+      Vec p2 = vexp(t2);
+      p.store(s + j);
+      p2.store(s + j + V);
+      vl = vl + p;
+      vl2 = vl2 + p2;
+      if (ENT) {
+        vent = at::vec::fmadd(p, at::vec::maximum(t, vlow), vent);
+        vent2 = at::vec::fmadd(p2, at::vec::maximum(t2, vlow), vent2);
+      }
+      if (DIST) {
+        vdist = at::vec::fmadd(p, (vk - vq).abs(), vdist);
+        vk = vk + vstep;
+        vdist2 = at::vec::fmadd(p2, (vk - vq).abs(), vdist2);
+        vk = vk + vstep;
+      }
+    }
     for (; j + V <= e; j += V) {
       Vec t = Vec::loadu(s + j) - vm;
       Vec p = vexp(t);
@@ -263,9 +293,9 @@ RowStats<T> softmax_row(T* s, int64_t w, int64_t a, int64_t e, int64_t kw0, int6
         vk = vk + vstep;
       }
     }
-    l = hsum(vl);
-    if (ENT) spt = hsum(vent);
-    if (DIST) spd = hsum(vdist);
+    l = hsum(vl + vl2);
+    if (ENT) spt = hsum(vent + vent2);
+    if (DIST) spd = hsum(vdist + vdist2);
     for (; j < e; ++j) {
       T t = s[j] - m;
       T p = std::exp(t);
@@ -284,8 +314,34 @@ RowStats<T> softmax_row(T* s, int64_t w, int64_t a, int64_t e, int64_t kw0, int6
 template <typename T>
 using RowFn = RowStats<T> (*)(T*, int64_t, int64_t, int64_t, int64_t, int64_t, const T*, int64_t);
 
+#if SATKERN_HAVE_AVX512_ROW
+template <bool ENT, bool DIST>
+RowStats<float> softmax_row_avx512(float* s, int64_t w, int64_t a, int64_t e, int64_t kw0, int64_t qi,
+                                   const float* brow, int64_t bsj) {
+  const avx512::RowResult r = avx512::softmax_row(ENT, DIST, s, w, a, e, kw0, qi, brow, bsj);
+  return {r.lse, r.entropy, r.distance, r.maxweight, r.factor};
+}
+#endif
+
+// The AVX-512 row pass is used for float32 when the CPU has AVX-512F/DQ, unless the
+// environment sets SATKERN_CPU_NO_AVX512=1 (tests use it to cover the AVX2/generic path).
+inline bool use_avx512_rows() {
+  const char* env = std::getenv("SATKERN_CPU_NO_AVX512");
+  return avx512::supported() && !(env != nullptr && env[0] == '1');
+}
+
 template <typename T>
 RowFn<T> pick_row_fn(bool ent, bool dist) {
+#if SATKERN_HAVE_AVX512_ROW
+  if constexpr (std::is_same_v<T, float>) {
+    if (use_avx512_rows()) {
+      if (ent && dist) return &softmax_row_avx512<true, true>;
+      if (ent) return &softmax_row_avx512<true, false>;
+      if (dist) return &softmax_row_avx512<false, true>;
+      return &softmax_row_avx512<false, false>;
+    }
+  }
+#endif
   if (ent && dist) return &softmax_row<T, true, true>;
   if (ent) return &softmax_row<T, true, false>;
   if (dist) return &softmax_row<T, false, true>;
@@ -332,10 +388,13 @@ void run_kernel(const Params& P, const T* q, const T* k, const T* v, const int64
   const int64_t ldS = window_max(BQ);
 
   const int64_t BHT = B * H * T_;
+  // colmass partials are kept in double (a column sums up to T rows; each block's column sums are
+  // formed in T by the BLAS, then added in double), which keeps float32 colmass as accurate as
+  // torch's own reductions.
+  using CT = double;
   Tensor colbuf_t;
-  if (P.want_colmass)
-    colbuf_t = at::empty({nthreads * BHT}, at::TensorOptions().dtype(c10::CppTypeToScalarType<T>::value));
-  T* const colbuf = P.want_colmass ? colbuf_t.data_ptr<T>() : nullptr;
+  if (P.want_colmass) colbuf_t = at::empty({nthreads * BHT}, at::TensorOptions().dtype(at::kDouble));
+  CT* const colbuf = P.want_colmass ? colbuf_t.data_ptr<CT>() : nullptr;
   const RowFn<T> row_fn = pick_row_fn<T>(P.want_entropy, P.want_distance);
   constexpr T nan = std::numeric_limits<T>::quiet_NaN();
 
@@ -355,13 +414,14 @@ void run_kernel(const Params& P, const T* q, const T* k, const T* v, const int64
 
   at::parallel_for(0, ntasks, 1, [&](int64_t begin, int64_t end) {
     // 64-byte aligned buffers (BLAS results must not depend on the allocation's alignment)
-    Tensor sbuf_t = at::empty({BQ * ldS + BQ}, at::TensorOptions().dtype(c10::CppTypeToScalarType<T>::value));
+    Tensor sbuf_t = at::empty({BQ * ldS + BQ + ldS}, at::TensorOptions().dtype(c10::CppTypeToScalarType<T>::value));
     T* const sbuf = sbuf_t.data_ptr<T>();
     T* const factor = sbuf + BQ * ldS;
+    T* const colblk = factor + BQ;  // one block's column sums
     const int tid = std::min(std::max(0, at::get_thread_num()), nthreads - 1);
-    T* mycol = P.want_colmass ? colbuf + static_cast<size_t>(tid) * BHT : nullptr;
+    CT* mycol = P.want_colmass ? colbuf + static_cast<size_t>(tid) * BHT : nullptr;
     if (mycol != nullptr && !col_used[tid]) {
-      std::fill(mycol, mycol + BHT, T(0));
+      std::fill(mycol, mycol + BHT, CT(0));
       col_used[tid] = 1;
     }
     for (int64_t task = begin; task < end; ++task) {
@@ -408,7 +468,12 @@ void run_kernel(const Params& P, const T* q, const T* k, const T* v, const int64
         if (P.want_maxweight) mw[rowbase + i] = st.maxweight;
       }
 
-      if (mycol != nullptr) rm_colsum<T>(nq, w, factor, S, ldS, mycol + rowbase + kw0);
+      if (mycol != nullptr) {
+        std::fill(colblk, colblk + w, T(0));
+        rm_colsum<T>(nq, w, factor, S, ldS, colblk);
+        CT* c = mycol + rowbase + kw0;
+        for (int64_t j = 0; j < w; ++j) c[j] += static_cast<CT>(colblk[j]);
+      }
       if (P.want_label && L > 0) {
         T* lmb = lm + (rowbase + i0) * L;
         rm_gemm<T>(false, nq, L, w, T(1), S, ldS, lw + (b * T_ + kw0) * L, L, lmb, L);
@@ -439,13 +504,15 @@ void run_kernel(const Params& P, const T* q, const T* k, const T* v, const int64
     auto reduce = [&](int64_t begin, int64_t end) {
       for (int64_t bh = begin; bh < end; ++bh) {
         T* dst = col + bh * T_;
-        const bool masked = head_mask != nullptr && !head_mask[bh];
-        std::fill(dst, dst + T_, masked ? nan : T(0));
-        if (masked) continue;
-        for (int t = 0; t < nthreads; ++t) {
-          if (!col_used[t]) continue;
-          const T* src = colbuf + static_cast<size_t>(t) * BHT + bh * T_;
-          for (int64_t j = 0; j < T_; ++j) dst[j] += src[j];
+        if (head_mask != nullptr && !head_mask[bh]) {
+          std::fill(dst, dst + T_, nan);
+          continue;
+        }
+        for (int64_t j = 0; j < T_; ++j) {
+          CT acc = 0;
+          for (int t = 0; t < nthreads; ++t)
+            if (col_used[t]) acc += colbuf[static_cast<size_t>(t) * BHT + bh * T_ + j];
+          dst[j] = static_cast<T>(acc);
         }
       }
     };
