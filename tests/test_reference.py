@@ -213,3 +213,10 @@ def test_nan_input_affects_only_rows_it_touches():
     others = torch.ones(H, T, dtype=torch.bool)
     others[0, 3] = False
     assert torch.isfinite(res.out[0][others]).all() and torch.isfinite(res.entropy[0][others]).all()
+
+
+def test_zero_length_sequence():
+    q = rand(2, 3, 0, 8)
+    res = run(q, q, q, label_weights=torch.rand(2, 0, 4, dtype=torch.float64))
+    assert res.out.shape == (2, 3, 0, 8) and res.entropy.shape == (2, 3, 0)
+    assert res.label_mass.shape == (2, 3, 0, 4)

@@ -37,7 +37,28 @@ if not _CHILD:
                "error::RuntimeWarning", os.path.abspath(__file__)]
         r = subprocess.run(cmd, cwd=_REPO, env=env, capture_output=True, text=True, timeout=900)
         print(r.stdout[-6000:])
-        assert r.returncode == 0, f"interpreter suite failed (rc {r.returncode}):\n{r.stdout[-12000:]}\n{r.stderr[-3000:]}"
+        assert r.returncode == 0, (f"interpreter suite failed (rc {r.returncode}):\n{r.stdout[-12000:]}\n"
+                                   f"{r.stderr[-3000:]}")
+
+    def _ptxas_missing() -> bool:
+        import importlib.util
+
+        spec = importlib.util.find_spec("triton")
+        if spec is None or not spec.submodule_search_locations:
+            return True
+        root = list(spec.submodule_search_locations)[0]
+        return not os.path.exists(os.path.join(root, "backends", "nvidia", "bin", "ptxas"))
+
+    @pytest.mark.skipif(_ptxas_missing(), reason="triton's CUDA backend (ptxas) not installed")
+    def test_kernels_compile_for_sm90_without_a_gpu():
+        """What the interpreter cannot check: the kernels lower to Hopper machine code (in a child process,
+        so this process never imports the kernels compiled)."""
+        env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+        env["PYTHONPATH"] = _REPO + os.pathsep + env.get("PYTHONPATH", "")
+        r = subprocess.run([sys.executable, "-m", "satkern.ops.triton.aot_check", "--quick"], cwd=_REPO, env=env,
+                           capture_output=True, text=True, timeout=900)
+        print(r.stdout)
+        assert r.returncode == 0, r.stdout[-6000:] + r.stderr[-3000:]
 
     def test_import_does_not_import_triton_and_cpu_refuses_without_interpreter():
         env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
@@ -123,8 +144,9 @@ else:
         for name in ALL:
             assert (getattr(got, name) is None) == (name not in stats)
 
-    def test_custom_scale():
-        _run(1, 2, 40, 32, extra=lambda gen: {"scale": 0.7, "lengths": torch.tensor([31])})
+    @pytest.mark.parametrize("scale", [0.7, 0.0, -0.4])  # > 0 folds the scale into the exponent's FMA
+    def test_custom_scale(scale):
+        _run(1, 2, 40, 32, extra=lambda gen: {"scale": scale, "lengths": torch.tensor([31])})
 
     # ---------------------------------------------------------------- bias
     @pytest.mark.parametrize("shape", ["BHTT", "TT", "B1TT", "1H1T"])
@@ -213,6 +235,15 @@ else:
                         label_weights=torch.rand(2, T, 3))
         return call
 
+    def test_reasons_for_unsupported_calls():
+        tb = satkern.backends()["triton"]
+        x = torch.randn(1, 2, 8, 64)
+        assert any("float64" in w for w in tb.reasons(validate(x.double(), x.double(), x.double())))
+        y = torch.randn(1, 2, 8, 48)
+        assert any("head dim 48" in w for w in tb.reasons(validate(y, y, y)))
+        assert any("labels" in w for w in tb.reasons(validate(x, x, x, label_weights=torch.rand(1, 8, 129))))
+        assert not tb.reasons(validate(x, x, x, label_weights=torch.rand(1, 8, 128)))
+
     def test_auto_never_picks_triton_on_cpu():
         call = _op_inputs()
         assert "triton" in satkern.backends()
@@ -236,6 +267,29 @@ else:
         call = _op_inputs(T=8, head_mask=None)  # opcheck compares without equal_nan: no masked heads
         torch.library.opcheck(torch.ops.satkern.fused_attention_triton.default, op_args(call),
                               test_utils=("test_schema", "test_faketensor", "test_aot_dispatch_dynamic"))
+
+    @pytest.mark.parametrize("shape", [(2, 2, 0, 32), (0, 2, 5, 32)])
+    def test_empty_shapes_match_the_fake(shape):
+        from satkern.ops.schema import _fake
+
+        x = torch.randn(*shape)
+        call = validate(x, x, x, stats=ALL, label_weights=torch.rand(shape[0], shape[2], 3))
+        got = torch.ops.satkern.fused_attention_triton(*op_args(call))
+        for g, f in zip(got, _fake(*op_args(call))):
+            assert g.shape == f.shape and g.dtype == f.dtype
+
+    def test_autotune_tables_and_pruning():
+        fwd = launch._attention_fwd_tuned.configs
+        assert fwd and all(c.kwargs["BLOCK_M"] in (32, 64, 128) for c in fwd)
+        short = launch._prune_fwd(fwd, {"T_BUCKET": 16}, BLOCK_D=64, WANT_LABELS=False)
+        assert short and all(c.kwargs["BLOCK_M"] <= 64 for c in short)
+        labels128 = launch._prune_fwd(fwd, {"T_BUCKET": 4096}, BLOCK_D=128, WANT_LABELS=True)
+        assert labels128 and all(c.kwargs["BLOCK_M"] == 64 for c in labels128)
+        assert launch._prune_col(launch._colmass_tuned.configs, {"T_BUCKET": 16})
+        fp32 = launch._prune_fwd(fwd, {"T_BUCKET": 4096}, BLOCK_D=64, DOT_PRECISION="ieee")
+        assert fp32 and all(c.kwargs["BLOCK_M"] == 32 for c in fp32)
+        half = launch._prune_fwd(fwd, {"T_BUCKET": 4096}, BLOCK_D=64, DOT_PRECISION="tf32")
+        assert half and all(c.kwargs["BLOCK_M"] >= 64 for c in half)
 
     def test_deterministic():
         call = _op_inputs(T=20)

@@ -43,6 +43,9 @@ def attention_map(call: AttentionCall) -> Tuple[torch.Tensor, torch.Tensor, torc
     at least one admissible finite score. Head masks are not applied here.
     """
     B, H, T, D = call.shape
+    if T == 0:  # no frames at all: empty maps (amax over an empty key axis is undefined)
+        z = call.q.new_zeros((B, H, 0), dtype=torch.float64)
+        return call.q.new_zeros((B, H, 0, 0), dtype=torch.float64), z, z.bool()
     q = call.q.to(torch.float64)
     k = call.k.to(torch.float64)
     s = torch.matmul(q, k.transpose(-1, -2)) * call.scale

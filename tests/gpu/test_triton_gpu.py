@@ -185,7 +185,7 @@ def _col_for(i):
 
 @pytest.mark.parametrize("mode", [None, "zero", "renorm"])
 @pytest.mark.parametrize("D", [64, 128])
-@pytest.mark.parametrize("i", range(8))
+@pytest.mark.parametrize("i", range(12))
 def test_every_config(i, D, mode):
     from satkern.ops.triton.launch import _FWD_CONFIGS
 

@@ -86,7 +86,7 @@ def compile_variant(kind: str, *, dtype="bf16", D=64, block_m=128, block_n=64, n
         fn = kernels._attention_fwd_kernel
         sig = _fwd_signature(dtype, bias, head_mask, labels > 0)
         consts = dict(common, BLOCK_L=max(16, _next_pow2(labels)), WANT_ENTROPY=entropy, WANT_DISTANCE=distance,
-                      WANT_MAXWEIGHT=maxweight, WANT_LABELS=labels > 0)
+                      WANT_MAXWEIGHT=maxweight, WANT_LABELS=labels > 0, FUSED_SCALE=not bias)
     else:
         fn = kernels._colmass_kernel
         sig = _col_signature(dtype, bias)
@@ -136,6 +136,15 @@ def _resource_usage(cubin):
     return (int(regs.group(1)) if regs else None), (spill if (regs or stack) else None)
 
 
+def _quick_variants():
+    """One pass-1 kernel with every feature on, one plain, and one pass-2 kernel (CI: do they lower?)."""
+    yield "fwd", dict(dtype="bf16", D=64, block_m=128, block_n=64, num_warps=8, num_stages=3, span_mode=0)
+    yield "fwd", dict(dtype="fp16", D=80, block_m=64, block_n=64, num_warps=4, num_stages=3, span_mode=1,
+                      entropy=True, distance=True, maxweight=True, labels=5, bias=True, head_mask=True)
+    yield "col", dict(dtype="bf16", D=64, block_m=64, block_n=64, num_warps=4, num_stages=3, span_mode=2,
+                      bias=True, head_mask=True)
+
+
 def _variants(every_config: bool):
     from .launch import _COL_CONFIGS, _FWD_CONFIGS
 
@@ -158,13 +167,14 @@ def _variants(every_config: bool):
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--all", action="store_true", help="every autotuning config, not a representative set")
+    ap.add_argument("--quick", action="store_true", help="three variants only (CI)")
     ap.add_argument("--arch", type=int, default=90, help="CUDA compute capability x10 (default 90: H100/H200)")
     args = ap.parse_args(argv)
     if os.environ.get("TRITON_INTERPRET"):
         print("unset TRITON_INTERPRET: the interpreter does not compile", file=sys.stderr)
         return 2
     bad = 0
-    for kind, kw in _variants(args.all):
+    for kind, kw in (_quick_variants() if args.quick else _variants(args.all)):
         try:
             r = compile_variant(kind, arch=args.arch, **kw)
             flag = "  SPILLS" if r["spills"] else ""

@@ -21,7 +21,7 @@ from ..dispatch import Backend, register_backend
 
 SUPPORTED_HEAD_DIMS = (32, 64, 80, 96, 128)  # 80 and 96 run padded to 128 (masked loads)
 SUPPORTED_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
-MAX_LABELS = 128
+MAX_LABELS = 128  # label_mass accumulator: [BLOCK_M, next_pow2(L)] fp32 registers per program
 
 
 @functools.lru_cache(maxsize=None)
@@ -33,6 +33,12 @@ def triton_error() -> str:
     except Exception as e:  # ImportError, or a broken install
         return f"{type(e).__name__}: {e}"
     return ""
+
+
+@functools.lru_cache(maxsize=None)
+def _capability_major(index) -> int:
+    """Compute capability major of a CUDA device (cached: asked at call time, never at import)."""
+    return torch.cuda.get_device_capability(torch.device("cuda", index) if index is not None else None)[0]
 
 
 def _interpret_env() -> bool:
@@ -90,7 +96,7 @@ class TritonBackend(Backend):
         if call.label_weights is not None and call.label_weights.shape[-1] > MAX_LABELS:
             why.append(f"label_weights with {call.label_weights.shape[-1]} labels (triton: at most {MAX_LABELS})")
         if dev == "cuda" and call.q.dtype == torch.bfloat16 and not why:
-            major, _ = torch.cuda.get_device_capability(call.q.device)
+            major = _capability_major(call.q.device.index)
             if major < 8:
                 why.append(f"bfloat16 needs compute capability >= 8.0 (got {major}.x)")
         return why

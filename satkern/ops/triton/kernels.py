@@ -1,6 +1,8 @@
 """Triton kernels of the ``triton`` backend (raw ``@triton.jit`` functions; launchers in ``launch.py``).
 
-Two passes, both deterministic (no atomics: every output element is written by exactly one program):
+Two passes, both deterministic (no atomics: every output element is written by exactly one program, and
+its summation order is fixed by the block sizes; so results are bitwise reproducible for one config; two
+processes whose autotuners picked different block sizes may differ in the last bits):
 
 * ``_attention_fwd_kernel`` (pass 1): one program per (query block, batch*head). FlashAttention-2 style
   online softmax over key blocks, in base 2 (scores are multiplied by log2(e) once, so ``exp2`` is used
@@ -54,7 +56,7 @@ def _fwd_inner(acc, m_i, l_i, e_i, d_i, lm_i,
                BLOCK_N: tl.constexpr, KEY_MASK: tl.constexpr, BAND_SCORES: tl.constexpr,
                DO_PV: tl.constexpr, BAND_PV: tl.constexpr, HAS_BIAS: tl.constexpr, EVEN_D: tl.constexpr,
                WANT_ENTROPY: tl.constexpr, WANT_DISTANCE: tl.constexpr, WANT_LABELS: tl.constexpr,
-               DOT_PRECISION: tl.constexpr, UPCAST_DOT: tl.constexpr):
+               DOT_PRECISION: tl.constexpr, UPCAST_DOT: tl.constexpr, FUSED_SCALE: tl.constexpr):
     """Process key blocks [lo, hi) (lo a multiple of BLOCK_N) and return the updated running state.
 
     KEY_MASK: some keys of a block may be >= length (else every key is valid and loads are unmasked).
@@ -77,30 +79,48 @@ def _fwd_inner(acc, m_i, l_i, e_i, d_i, lm_i,
                 kt = tl.load(kt_ptrs)
             else:
                 kt = tl.load(kt_ptrs, mask=offs_d[:, None] < D, other=0.0)
-        s = _dot(q, kt, DOT_PRECISION, UPCAST_DOT) * qk_scale
-        if HAS_BIAS:
-            b_ptrs = bias_base + offs_m[:, None] * stride_bq + offs_n[None, :] * stride_bk
-            b = tl.load(b_ptrs, mask=(offs_m[:, None] < T) & key_ok[None, :], other=0.0)
-            s = s + b.to(tl.float32) * 1.4426950408889634  # 1/ln 2: bias into base-2 units
-        if KEY_MASK:
-            s = tl.where(key_ok[None, :], s, float("-inf"))
-        if BAND_SCORES:
-            s = tl.where(tl.abs(offs_m[:, None] - offs_n[None, :]) <= span, s, float("-inf"))
-        m_new = tl.maximum(m_i, tl.max(s, 1))
-        m_use = tl.where(m_new == float("-inf"), 0.0, m_new)  # rows with nothing admissible yet
+        s = _dot(q, kt, DOT_PRECISION, UPCAST_DOT)
+        if FUSED_SCALE:
+            # no bias and qk_scale > 0: scale the row max instead of every score, and fold the scale
+            # into the exponent's subtraction (one FMA per element, as in the Triton tutorial)
+            if KEY_MASK:
+                s = tl.where(key_ok[None, :], s, float("-inf"))
+            if BAND_SCORES:
+                s = tl.where(tl.abs(offs_m[:, None] - offs_n[None, :]) <= span, s, float("-inf"))
+            m_new = tl.maximum(m_i, tl.max(s, 1) * qk_scale)
+            m_use = tl.where(m_new == float("-inf"), 0.0, m_new)  # rows with nothing admissible yet
+            x = s * qk_scale - m_use[:, None]
+        else:
+            s = s * qk_scale
+            if HAS_BIAS:
+                b_ptrs = bias_base + offs_m[:, None] * stride_bq + offs_n[None, :] * stride_bk
+                b = tl.load(b_ptrs, mask=(offs_m[:, None] < T) & key_ok[None, :], other=0.0)
+                s = s + b.to(tl.float32) * 1.4426950408889634  # 1/ln 2: bias into base-2 units
+            if KEY_MASK:
+                s = tl.where(key_ok[None, :], s, float("-inf"))
+            if BAND_SCORES:
+                s = tl.where(tl.abs(offs_m[:, None] - offs_n[None, :]) <= span, s, float("-inf"))
+            m_new = tl.maximum(m_i, tl.max(s, 1))
+            m_use = tl.where(m_new == float("-inf"), 0.0, m_new)  # rows with nothing admissible yet
+            x = s - m_use[:, None]  # base-2 score minus the running max (<= 0, or -inf)
         alpha = tl.math.exp2(m_i - m_use)  # 0 while m_i = -inf (l_i = 0 then)
-        p = tl.math.exp2(s - m_use[:, None])
+        p = tl.math.exp2(x)
         if WANT_ENTROPY:
             # (m_old - m_new) * l_old, written so that m_old = -inf (l_old = 0) gives 0, not -inf * 0
             shift = (tl.where(l_i > 0, m_i, m_use) - m_use) * l_i
-            e_i = alpha * (e_i + shift) + tl.sum(p * tl.where(p > 0, s - m_use[:, None], 0.0), 1)
+            if KEY_MASK or BAND_SCORES or HAS_BIAS:  # x may be -inf where p = 0: avoid 0 * -inf
+                e_i = alpha * (e_i + shift) + tl.sum(p * tl.where(p > 0, x, 0.0), 1)
+            else:
+                e_i = alpha * (e_i + shift) + tl.sum(p * x, 1)
         if WANT_DISTANCE:
-            gap = tl.abs(offs_m[:, None] - offs_n[None, :]).to(tl.float32)
+            # float positions: sub + abs + fma per element (no integer->float conversion per element)
+            gap = tl.abs(offs_m.to(tl.float32)[:, None] - offs_n.to(tl.float32)[None, :])
             d_i = alpha * d_i + tl.sum(p * gap, 1)
         if WANT_LABELS:
             w_ptrs = w_base + offs_n[:, None] * stride_wt + offs_l[None, :] * stride_wl
-            w = tl.load(w_ptrs, mask=key_ok[:, None] & (offs_l[None, :] < L), other=0.0).to(tl.float32)
-            lm_i = lm_i * alpha[:, None] + tl.dot(p, w, input_precision="ieee")
+            w = tl.load(w_ptrs, mask=key_ok[:, None] & (offs_l[None, :] < L), other=0.0)
+            # in the input dtype on tensor cores, like P@V (fp32 inputs: exact fp32 products)
+            lm_i = lm_i * alpha[:, None] + _dot(p.to(q.dtype), w.to(q.dtype), DOT_PRECISION, UPCAST_DOT)
         if DO_PV:
             v_ptrs = v_base + offs_n[:, None] * stride_vt + offs_d[None, :] * stride_vd
             if KEY_MASK:
@@ -141,7 +161,7 @@ def _attention_fwd_kernel(
         SPAN_MODE: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_HEAD_MASK: tl.constexpr,
         WANT_ENTROPY: tl.constexpr, WANT_DISTANCE: tl.constexpr, WANT_MAXWEIGHT: tl.constexpr,
         WANT_LABELS: tl.constexpr, EVEN_D: tl.constexpr, DOT_PRECISION: tl.constexpr,
-        UPCAST_DOT: tl.constexpr = False):
+        UPCAST_DOT: tl.constexpr = False, FUSED_SCALE: tl.constexpr = False):
     """Pass 1. Out [B,H,T,D] (strides given), Lse/Ent/Dist/MaxW contiguous [B,H,T] float32,
     LabelMass contiguous [B,H,T,L] float32. ``qk_scale`` = scale / ln 2; ``span`` <= T."""
     pid = tl.program_id(0)
@@ -187,13 +207,15 @@ def _attention_fwd_kernel(
             stride_kt, stride_kd, stride_vt, stride_vd, stride_bq, stride_bk, stride_wt, stride_wl,
             offs_m, offs_d, offs_l, length, T, D, L, qk_scale, span, 0, full_hi,
             BLOCK_N, False, False, True, False, HAS_BIAS, EVEN_D,
-            WANT_ENTROPY, WANT_DISTANCE, WANT_LABELS, DOT_PRECISION, UPCAST_DOT)
+            WANT_ENTROPY, WANT_DISTANCE, WANT_LABELS, DOT_PRECISION, UPCAST_DOT,
+            FUSED_SCALE)
         acc, m_i, l_i, e_i, d_i, lm_i = _fwd_inner(
             acc, m_i, l_i, e_i, d_i, lm_i, q, k_base, v_base, bias_base, w_base,
             stride_kt, stride_kd, stride_vt, stride_vd, stride_bq, stride_bk, stride_wt, stride_wl,
             offs_m, offs_d, offs_l, length, T, D, L, qk_scale, span, full_hi, n_end,
             BLOCK_N, True, False, True, False, HAS_BIAS, EVEN_D,
-            WANT_ENTROPY, WANT_DISTANCE, WANT_LABELS, DOT_PRECISION, UPCAST_DOT)
+            WANT_ENTROPY, WANT_DISTANCE, WANT_LABELS, DOT_PRECISION, UPCAST_DOT,
+            FUSED_SCALE)
     else:
         # key blocks that intersect the band of this query block: [start_m - r, start_m + BLOCK_M - 1 + r]
         band_lo = tl.minimum((tl.maximum(start_m - span, 0) // BLOCK_N) * BLOCK_N, n_end)
@@ -205,7 +227,8 @@ def _attention_fwd_kernel(
                 stride_kt, stride_kd, stride_vt, stride_vd, stride_bq, stride_bk, stride_wt, stride_wl,
                 offs_m, offs_d, offs_l, length, T, D, L, qk_scale, span, band_lo, band_hi,
                 BLOCK_N, True, True, True, False, HAS_BIAS, EVEN_D,
-                WANT_ENTROPY, WANT_DISTANCE, WANT_LABELS, DOT_PRECISION, UPCAST_DOT)
+                WANT_ENTROPY, WANT_DISTANCE, WANT_LABELS, DOT_PRECISION, UPCAST_DOT,
+            FUSED_SCALE)
         else:
             # zero: normalizer and statistics over every valid key, P@V over the band only
             band_end = band_lo + ((tl.maximum(band_hi - band_lo, 0) + BLOCK_N - 1) // BLOCK_N) * BLOCK_N
@@ -214,19 +237,22 @@ def _attention_fwd_kernel(
                 stride_kt, stride_kd, stride_vt, stride_vd, stride_bq, stride_bk, stride_wt, stride_wl,
                 offs_m, offs_d, offs_l, length, T, D, L, qk_scale, span, 0, band_lo,
                 BLOCK_N, False, False, False, False, HAS_BIAS, EVEN_D,
-                WANT_ENTROPY, WANT_DISTANCE, WANT_LABELS, DOT_PRECISION, UPCAST_DOT)
+                WANT_ENTROPY, WANT_DISTANCE, WANT_LABELS, DOT_PRECISION, UPCAST_DOT,
+            FUSED_SCALE)
             acc, m_i, l_i, e_i, d_i, lm_i = _fwd_inner(
                 acc, m_i, l_i, e_i, d_i, lm_i, q, k_base, v_base, bias_base, w_base,
                 stride_kt, stride_kd, stride_vt, stride_vd, stride_bq, stride_bk, stride_wt, stride_wl,
                 offs_m, offs_d, offs_l, length, T, D, L, qk_scale, span, band_lo, band_hi,
                 BLOCK_N, True, False, True, True, HAS_BIAS, EVEN_D,
-                WANT_ENTROPY, WANT_DISTANCE, WANT_LABELS, DOT_PRECISION, UPCAST_DOT)
+                WANT_ENTROPY, WANT_DISTANCE, WANT_LABELS, DOT_PRECISION, UPCAST_DOT,
+            FUSED_SCALE)
             acc, m_i, l_i, e_i, d_i, lm_i = _fwd_inner(
                 acc, m_i, l_i, e_i, d_i, lm_i, q, k_base, v_base, bias_base, w_base,
                 stride_kt, stride_kd, stride_vt, stride_vd, stride_bq, stride_bk, stride_wt, stride_wl,
                 offs_m, offs_d, offs_l, length, T, D, L, qk_scale, span, band_end, n_end,
                 BLOCK_N, True, False, False, False, HAS_BIAS, EVEN_D,
-                WANT_ENTROPY, WANT_DISTANCE, WANT_LABELS, DOT_PRECISION, UPCAST_DOT)
+                WANT_ENTROPY, WANT_DISTANCE, WANT_LABELS, DOT_PRECISION, UPCAST_DOT,
+            FUSED_SCALE)
 
     # ---- epilogue: padded rows 0; empty rows (l = 0) out 0, lse -inf, stats 0; masked heads NaN stats
     row_valid = offs_m < length

@@ -2,7 +2,7 @@
 
 Nothing here touches the GPU at import time: the autotuning configs are a fixed list for Hopper-class
 GPUs (H100/H200; configs that do not fit a smaller GPU fail to compile there and the autotuner skips
-them, the last config of each list fits any GPU Triton supports). Under ``TRITON_INTERPRET=1`` (CPU
+them; the 64 x 32 and 32 x 32 tiles fit any GPU Triton supports). Under ``TRITON_INTERPRET=1`` (CPU
 tensors, used by CI) the autotuner is bypassed and one small config runs, so the interpreter never
 benchmarks.
 
@@ -25,20 +25,22 @@ import triton
 
 from . import kernels
 
-SUPPORTED_HEAD_DIMS = (32, 64, 80, 96, 128)
-SUPPORTED_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
-MAX_LABELS = 128  # label_mass accumulator is [BLOCK_M, next_pow2(L)] fp32 registers per program
-
 # Pass 1: (BLOCK_M, BLOCK_N, num_warps, num_stages). BLOCK_M 128 x BLOCK_N 64-128 with 8 warps is the
 # FlashAttention-2 sweet spot on H100/H200 for D = 64..128; 64 x 64 / 64 x 32 are the fallbacks for
 # D = 128 with statistics (register pressure) and for GPUs with less shared memory.
-_FWD_CONFIGS = [(128, 64, 8, 3), (128, 128, 8, 3), (128, 64, 4, 3), (128, 32, 4, 4), (128, 64, 8, 4),
-                (64, 64, 4, 3), (64, 64, 4, 4), (64, 32, 4, 2)]
+# Checked offline for sm_90 with ``python -m satkern.ops.triton.aot_check --all`` (registers, spills, shared
+# memory): BLOCK_M 128 needs 8 warps (4 warps spill even for D=64); 128 x 128 x D=128 uses 224 KiB of
+# shared memory (fits H100/H200 only; the autotuner skips it where it does not fit).
+# float32 inputs use exact fp32 ("ieee") dots, which run on CUDA cores and spill above 32 x 64 tiles: the
+# last two configs are for them only (and the only ones they get).
+_FWD_CONFIGS = [(128, 64, 8, 3), (128, 128, 8, 3), (128, 64, 8, 4), (128, 32, 8, 4),
+                (64, 64, 4, 3), (64, 64, 4, 4), (64, 32, 4, 2), (32, 64, 4, 3), (32, 32, 4, 2)]
 # Pass 2 (BLOCK_M = query rows per loop step, BLOCK_N = key columns owned by a program).
-_COL_CONFIGS = [(64, 128, 8, 3), (128, 128, 8, 3), (64, 64, 4, 3), (128, 64, 4, 3), (32, 64, 4, 2)]
+_COL_CONFIGS = [(64, 128, 8, 3), (128, 128, 8, 3), (64, 64, 4, 3), (128, 64, 4, 3), (32, 64, 4, 2),
+                (32, 32, 4, 2)]
 
 _FWD_KEY = ["T_BUCKET", "BLOCK_D", "BLOCK_L", "SPAN_MODE", "HAS_BIAS", "HAS_HEAD_MASK", "WANT_ENTROPY",
-            "WANT_DISTANCE", "WANT_MAXWEIGHT", "WANT_LABELS", "DOT_PRECISION"]
+            "WANT_DISTANCE", "WANT_MAXWEIGHT", "WANT_LABELS", "DOT_PRECISION", "FUSED_SCALE"]
 _COL_KEY = ["T_BUCKET", "BLOCK_D", "SPAN_MODE", "HAS_BIAS", "HAS_HEAD_MASK", "DOT_PRECISION"]
 
 
@@ -47,18 +49,31 @@ def _configs(table):
 
 
 def _prune_fwd(configs, named_args, **kwargs):
-    """Drop the widest tiles where they cannot pay off (short sequences) or cannot fit (D=128 + labels)."""
+    """Drop tiles that cannot pay off (wider than a short sequence) or that spill on sm_90 (labels with big
+    tiles or D=128; fp32 inputs get the 32-row tiles only, 16-bit inputs never do)."""
     tb = named_args["T_BUCKET"]
-    bd = kwargs.get("BLOCK_D", named_args.get("BLOCK_D", 64))
-    bl = kwargs.get("BLOCK_L", named_args.get("BLOCK_L", 16))
-    keep = [c for c in configs if c.kwargs["BLOCK_M"] <= max(tb, 64) and c.kwargs["BLOCK_N"] <= max(tb, 32)
-            and not (bd >= 128 and bl > 64 and c.kwargs["BLOCK_M"] * c.kwargs["BLOCK_N"] > 128 * 64)]
+    bd = kwargs.get("BLOCK_D", 64)
+    labels = kwargs.get("WANT_LABELS", False)
+
+    def fits(c):
+        bm, bn = c.kwargs["BLOCK_M"], c.kwargs["BLOCK_N"]
+        if bm > max(tb, 64) or bn > max(tb, 32):
+            return False
+        if labels and (bm * bn > 128 * 64 or (bd >= 128 and bm > 64)):  # label accumulator: spills
+            return False
+        if (kwargs.get("DOT_PRECISION") == "ieee") != (bm == 32):  # fp32 FMA dots: 32-row tiles only
+            return False
+        return True
+
+    keep = [c for c in configs if fits(c)]
     return keep or configs[-1:]
 
 
 def _prune_col(configs, named_args, **kwargs):
     tb = named_args["T_BUCKET"]
-    keep = [c for c in configs if c.kwargs["BLOCK_N"] <= max(tb, 64) and c.kwargs["BLOCK_M"] <= max(tb, 32)]
+    ieee = kwargs.get("DOT_PRECISION") == "ieee"
+    keep = [c for c in configs if c.kwargs["BLOCK_N"] <= max(tb, 64) and c.kwargs["BLOCK_M"] <= max(tb, 32)
+            and not (ieee and c.kwargs["BLOCK_M"] * c.kwargs["BLOCK_N"] > 32 * 64)]
     return keep or configs[-1:]
 
 
@@ -202,7 +217,8 @@ def _attention_fwd(q, k, v, lengths, bias, head_mask, label_weights, scale: floa
     meta = dict(BLOCK_D=max(16, _next_pow2(D)), BLOCK_L=max(16, _next_pow2(L)), SPAN_MODE=mode,
                 HAS_BIAS=bias is not None, HAS_HEAD_MASK=head_mask is not None, WANT_ENTROPY=bool(want_entropy),
                 WANT_DISTANCE=bool(want_distance), WANT_MAXWEIGHT=bool(want_maxweight), WANT_LABELS=want_labels,
-                EVEN_D=D == _next_pow2(D), DOT_PRECISION=_dot_precision(q.dtype), UPCAST_DOT=_upcast_dot(q.dtype))
+                EVEN_D=D == _next_pow2(D), DOT_PRECISION=_dot_precision(q.dtype), UPCAST_DOT=_upcast_dot(q.dtype),
+                FUSED_SCALE=bias is None and float(scale) > 0)
     if interpreting():
         bm, bn = _INTERPRET_BLOCKS
         kernels._attention_fwd_kernel[(triton.cdiv(T, bm) * B * H,)](*args, BLOCK_M=bm, BLOCK_N=bn, **meta)
