@@ -223,7 +223,9 @@ def main(argv=None) -> int:
         out = Path(args.out)
         out.mkdir(parents=True, exist_ok=True)
         path = out / f"analyze-cpu-{now:%Y%m%d}.md"
-        path.write_text(text)
+        # one file per device and day; each run appends its section (different settings side by side)
+        with open(path, "a") as f:
+            f.write(("\n---\n\n" if path.exists() and path.stat().st_size else "") + text)
         print(f"wrote {path}")
     return 0
 

@@ -7,11 +7,15 @@ Three variants on the same batch (8 utterances of 4-16 s at 16 kHz by default):
   (c) transformers eager attention with output_attentions=True, and the same four metrics
       computed from the returned maps in torch (vectorized, float32).
 
-Each variant runs in a fresh subprocess so its peak memory is its own: on CUDA the peak
-of ``torch.cuda.max_memory_allocated`` above what the model and inputs hold, on CPU the
-growth of the process's peak resident set size (``ru_maxrss``) over the same baseline.
-Time: median of ``--repeats`` forwards after one warm-up. The parent prints the
-ratios side by side and writes ``benchmarks/results/models-<device>-<date>.md``.
+Memory: one forward of each variant in a fresh subprocess, so its peak is its own: on CUDA
+the peak of ``torch.cuda.max_memory_allocated`` above what the model and inputs hold, on
+CPU the growth of the resident set size (sampled every 2 ms) over the same baseline.
+Time: one more subprocess runs the variants interleaved round-robin (a warm-up round,
+then ``--repeats`` rounds; medians), so a shared machine's load falls on all of them
+alike. Two scopes: ``model`` (waveform to last hidden state) and ``encoder`` (the
+transformer encoder alone on precomputed features; the convolutional front end would
+otherwise set every memory peak). The parent prints the ratios side by side and writes
+``benchmarks/results/models-<device>-<date>.md`` (``-quick`` appended for smoke runs).
 
     python benchmarks/bench_models.py            # the full comparison
     python benchmarks/bench_models.py --quick    # smoke check: 2 utterances of 1-2 s, 1 repeat
@@ -23,6 +27,7 @@ import datetime as _dt
 import json
 import os
 import platform
+import shutil
 import statistics
 import subprocess
 import sys
@@ -93,113 +98,135 @@ def torch_metrics(A, lengths):
     return G, V, D, W
 
 
-def run_variant(args) -> dict:
-    import torch
+class Setup:
+    """The model, the batch and one ``step`` per variant (built once per child process)."""
 
-    import satkern
-    from satkern.models import load_model
+    def __init__(self, args):
+        import torch
 
-    torch.manual_seed(0)
-    device = torch.device(args.device)
-    dtype = getattr(torch, args.dtype)
-    sm = load_model(args.model)
-    sm.model.to(device=device, dtype=dtype)
-    g = torch.Generator().manual_seed(1)
-    secs = [args.min_s + (args.max_s - args.min_s) * i / max(1, args.batch - 1) for i in range(args.batch)]
-    waves = [torch.randn(int(s * SAMPLE_RATE), generator=g) for s in secs]
-    inputs, frames = sm.prepare(waves)
-    inputs = {k: (v.to(device=device, dtype=dtype) if v.is_floating_point() else v.to(device))
-              for k, v in inputs.items()}
-    model = sm.model
-    cfg = model.config
+        from satkern.models import load_model
 
-    if args.scope == "encoder":
-        # the transformer encoder alone, on precomputed conv features: the convolutional front
-        # end's activations (several hundred MiB at 16 kHz) would otherwise set every peak
-        with torch.inference_mode():
-            feats = model.feature_extractor(inputs["input_values"]).transpose(1, 2)
-            hidden = model.feature_projection(feats)
-            hidden = hidden[0] if isinstance(hidden, tuple) else hidden
-            frame_mask = model._get_feature_vector_attention_mask(hidden.shape[1], inputs["attention_mask"])
-        del feats
-
-        def forward(output_attentions=False):
-            # the encoder zeroes padded frames of its input in place: hand it a copy
-            return model.encoder(hidden.clone(), attention_mask=frame_mask)
-    else:
-        def forward(output_attentions=False):
-            return model(**inputs, output_attentions=output_attentions)
-
-    h = None
-    if args.variant == "a":
-        cfg._attn_implementation_internal = "sdpa"
-
-        def step():
-            return forward().last_hidden_state
-    elif args.variant == "b":
-        h = satkern.patch(model, backend=args.backend)
-
-        def step():
-            h.reset()
-            out = forward().last_hidden_state
-            m = h.metrics
-            return out, m
-    else:
-        cfg._attn_implementation_internal = "eager"
-        lengths = frames.to(device)
-        maps = []
-        if args.scope == "encoder":  # output_attentions is collected by the top model; hook the modules
+        torch.manual_seed(0)
+        self.args = args
+        self.device = torch.device(args.device)
+        dtype = getattr(torch, args.dtype)
+        sm = load_model(args.model)
+        sm.model.to(device=self.device, dtype=dtype)
+        g = torch.Generator().manual_seed(1)
+        secs = [args.min_s + (args.max_s - args.min_s) * i / max(1, args.batch - 1) for i in range(args.batch)]
+        waves = [torch.randn(int(s * SAMPLE_RATE), generator=g) for s in secs]
+        inputs, self.frames = sm.prepare(waves)
+        self.inputs = {k: (v.to(device=self.device, dtype=dtype) if v.is_floating_point() else v.to(self.device))
+                       for k, v in inputs.items()}
+        self.model = sm.model
+        self.lengths = self.frames.to(self.device)
+        self.backends = set()
+        self.maps = []
+        self.collect_maps = False
+        if args.scope == "encoder":
+            # the transformer encoder alone, on precomputed conv features: the convolutional front
+            # end's activations (several hundred MiB at 16 kHz) would otherwise set every peak
+            model = self.model
+            with torch.inference_mode():
+                feats = model.feature_extractor(self.inputs["input_values"]).transpose(1, 2)
+                hidden = model.feature_projection(feats)
+                self.hidden = hidden[0] if isinstance(hidden, tuple) else hidden
+                self.frame_mask = model._get_feature_vector_attention_mask(self.hidden.shape[1],
+                                                                           self.inputs["attention_mask"])
+            # output_attentions is collected by the top-level model; on the encoder, hook the modules
             from satkern.patching.hf import find_modules
 
             for _, mod, _ in find_modules(model):
-                mod.register_forward_hook(lambda mod, inp, out: maps.append(out[1]))
+                mod.register_forward_hook(self._hook)
 
-        def step():
-            maps.clear()
-            res = forward(output_attentions=True)
-            attentions = maps if args.scope == "encoder" else res.attentions
-            ms = [torch_metrics(a, lengths) for a in attentions]
-            return res.last_hidden_state, ms
+    def _hook(self, module, inputs, output):
+        if self.collect_maps:
+            self.maps.append(output[1])
 
-    def sync():
-        if device.type == "cuda":
+    def forward(self, output_attentions=False):
+        if self.args.scope == "encoder":
+            # the encoder zeroes padded frames of its input in place: hand it a copy
+            return self.model.encoder(self.hidden.clone(), attention_mask=self.frame_mask)
+        return self.model(**self.inputs, output_attentions=output_attentions)
+
+    def sync(self):
+        import torch
+
+        if self.device.type == "cuda":
             torch.cuda.synchronize()
 
+    def step(self, variant):
+        """One forward of ``variant``; returns (last hidden state, metrics or None)."""
+        import torch
+
+        import satkern
+
+        cfg = self.model.config
+        if variant == "a":
+            cfg._attn_implementation_internal = "sdpa"
+            return self.forward().last_hidden_state, None
+        if variant == "b":
+            with satkern.patch(self.model, backend=self.args.backend) as h:
+                out = self.forward().last_hidden_state
+                m = h.metrics
+            self.backends |= h.backends_used
+            return out, {f: getattr(m, f) for f in "GVDW"}
+        cfg._attn_implementation_internal = "eager"
+        self.maps.clear()
+        self.collect_maps = True
+        try:
+            res = self.forward(output_attentions=True)
+        finally:
+            self.collect_maps = False
+        attentions = self.maps if self.args.scope == "encoder" else res.attentions
+        ms = [torch_metrics(a, self.lengths) for a in attentions]
+        self.maps.clear()
+        return res.last_hidden_state, {f: torch.stack([x[i] for x in ms], dim=1).float().cpu()
+                                       for i, f in enumerate("GVDW")}
+
+
+def run_memory(args) -> dict:
+    """Peak memory of one forward of ``args.variant`` (a fresh process per variant); saves its results."""
+    import torch
+
+    st = Setup(args)
     with torch.inference_mode():
-        sync()
-        if device.type == "cuda":
+        st.sync()
+        if st.device.type == "cuda":
             torch.cuda.reset_peak_memory_stats()
             base_mem = torch.cuda.memory_allocated()
-        if device.type == "cuda":
-            result = step()  # warm-up, and the memory measurement
-            sync()
+            out, metrics = st.step(args.variant)
+            st.sync()
             peak = torch.cuda.max_memory_allocated() - base_mem
         else:
             with RssSampler() as sampler:
-                result = step()  # warm-up, and the memory measurement
+                out, metrics = st.step(args.variant)
             peak = sampler.growth
-        times = []
-        for _ in range(args.repeats):
-            sync()
-            t0 = time.perf_counter()
-            result = step()
-            sync()
-            times.append(time.perf_counter() - t0)
-
-    out = result if args.variant == "a" else result[0]
-    summary = {"variant": args.variant, "scope": args.scope, "time_s": statistics.median(times), "times_s": times, "peak_bytes": peak,
-               "frames": frames.tolist()}
-    saved = {"out": [out[i, :int(n)].float().cpu() for i, n in enumerate(frames)]}
-    if args.variant == "b":
-        summary["backends"] = sorted(h.backends_used)
-        saved["metrics"] = {f: getattr(result[1], f) for f in "GVDW"}
-        h.remove()
-    if args.variant == "c":
-        ms = result[1]
-        saved["metrics"] = {f: torch.stack([x[i] for x in ms], dim=1).float().cpu() for i, f in enumerate("GVDW")}
     if args.save:
-        torch.save(saved, args.save)
-    return summary
+        torch.save({"out": [out[i, :int(n)].float().cpu() for i, n in enumerate(st.frames)],
+                    "metrics": metrics}, args.save)
+    return {"variant": args.variant, "scope": args.scope, "peak_bytes": peak, "frames": st.frames.tolist(),
+            "backends": sorted(st.backends)}
+
+
+def run_timing(args) -> dict:
+    """Median time of each variant, the variants interleaved round-robin in one process so a
+    shared machine's load falls on all of them alike (one warm-up round first)."""
+    import torch
+
+    st = Setup(args)
+    times = {v: [] for v in args.variants}
+    with torch.inference_mode():
+        for round_ in range(args.repeats + 1):
+            for v in args.variants:
+                st.sync()
+                t0 = time.perf_counter()
+                st.step(v)
+                st.sync()
+                if round_:
+                    times[v].append(time.perf_counter() - t0)
+    return {"times_s": times, "time_s": {v: statistics.median(t) for v, t in times.items()},
+            "backends": sorted(st.backends)}
 
 
 # ---------------------------------------------------------------------- parent
@@ -263,31 +290,45 @@ def main(argv=None) -> int:
         args.batch, args.min_s, args.max_s, args.repeats = 2, 1.0, 2.0, 1
 
     if args.variant:
-        print(json.dumps(run_variant(args)))
+        print(json.dumps(run_timing(args) if args.variant == "time" else run_memory(args)))
         return 0
 
     import tempfile
 
     tmp = tempfile.mkdtemp(prefix="bench_models_")
     scopes = [x.strip() for x in args.scopes.split(",") if x.strip()]
+    common = ["--model", args.model, "--device", args.device, "--dtype", args.dtype, "--backend", args.backend,
+              "--batch", str(args.batch), "--min-s", str(args.min_s), "--max-s", str(args.max_s),
+              "--repeats", str(args.repeats), "--variants", args.variants]
+
+    def child(extra):
+        proc = subprocess.run([sys.executable, os.path.abspath(__file__)] + extra + common,
+                              capture_output=True, text=True)
+        if proc.returncode != 0:
+            print(proc.stderr[-4000:], file=sys.stderr)
+            return {"error": proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else "failed"}
+        return json.loads(proc.stdout.strip().splitlines()[-1])
+
     runs = {}  # scope -> (results, saved)
     for scope in scopes:
         results, saved = {}, {}
         for v in args.variants:
             save = os.path.join(tmp, f"{scope}-{v}.pt")
-            cmd = [sys.executable, os.path.abspath(__file__), "--variant", v, "--scope", scope, "--save", save,
-                   "--model", args.model, "--device", args.device, "--dtype", args.dtype, "--backend", args.backend,
-                   "--batch", str(args.batch), "--min-s", str(args.min_s), "--max-s", str(args.max_s),
-                   "--repeats", str(args.repeats)]
-            print(f"running [{scope}] ({v}) {VARIANTS[v]} ...", flush=True)
-            proc = subprocess.run(cmd, capture_output=True, text=True)
-            if proc.returncode != 0:
-                print(proc.stderr[-4000:], file=sys.stderr)
-                results[v] = {"error": proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else "failed"}
-                continue
-            results[v] = json.loads(proc.stdout.strip().splitlines()[-1])
-            saved[v] = torch.load(save)
+            print(f"[{scope}] memory of ({v}) {VARIANTS[v]} ...", flush=True)
+            results[v] = child(["--variant", v, "--scope", scope, "--save", save])
+            if "error" not in results[v]:
+                saved[v] = torch.load(save)
+        print(f"[{scope}] timing, variants interleaved ...", flush=True)
+        timing = child(["--variant", "time", "--scope", scope])
+        for v in args.variants:
+            if "error" in timing:
+                results[v]["error"] = "timing: " + timing["error"]
+            elif "error" not in results[v]:
+                results[v]["time_s"] = timing["time_s"][v]
+                results[v]["times_s"] = timing["times_s"][v]
+                results[v]["backends"] = sorted(set(results[v].get("backends", [])) | set(timing["backends"]))
         runs[scope] = (results, saved)
+    shutil.rmtree(tmp, ignore_errors=True)
 
     import transformers
 
@@ -305,7 +346,8 @@ def main(argv=None) -> int:
     lines.append(f"- batch: {args.batch} utterances of {args.min_s:g}-{args.max_s:g} s at 16 kHz, "
                  f"{args.dtype}; attention frames per utterance: {frames}")
     lines.append(f"- satkern backend asked: {args.backend}; ran: {backends or '?'}")
-    lines.append(f"- time: median of {args.repeats} forwards after a warm-up; memory: peak above model + inputs "
+    lines.append(f"- time: median of {args.repeats} forwards after a warm-up round, the variants interleaved in one process; "
+                 f"memory: one forward per variant in its own process, peak above model + inputs "
                  f"({'CUDA max_memory_allocated' if args.device.startswith('cuda') else 'process RSS growth, sampled every 2 ms'})")
     lines.append("- scopes: `model` = waveform to last hidden state (the conv front end included); `encoder` = the "
                  "transformer encoder alone on precomputed features")

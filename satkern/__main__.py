@@ -1,6 +1,4 @@
 """``python -m satkern ...`` (also ``torchrun -m satkern analyze ...``): see :mod:`satkern.cli`."""
-import sys
+from .cli import run_and_exit
 
-from .cli import main
-
-sys.exit(main())
+run_and_exit()

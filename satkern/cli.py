@@ -3,7 +3,7 @@
 
     satkern analyze --model MODEL --corpus CORPUS --out DIR [options]
     torchrun --nproc-per-node N -m satkern analyze ...      (shards utterances over processes)
-    satkern demo [--model tiny-hubert-base]
+    satkern demo [--model NAME]                             (random weights; default hubert-base)
 """
 from __future__ import annotations
 
@@ -31,7 +31,7 @@ def _add_analyze_args(ap: argparse.ArgumentParser, *, demo: bool = False) -> Non
     ap.add_argument("--stats", default=",".join(STAT_NAMES),
                     help=f"comma-separated statistics (default {','.join(STAT_NAMES)}: metrics G, D, V, W)")
     ap.add_argument("--budget-seconds", type=float, default=40.0,
-                    help="padded audio seconds per batch (default 40)")
+                    help="padded audio seconds per batch (default 40; 0: one utterance per batch)")
     ap.add_argument("--workers", type=int, default=0, help="audio loader processes (default 0: main process)")
     ap.add_argument("--per-utterance", action="store_true", help="also write utterances.parquet")
     ap.add_argument("--resume", action="store_true", help="continue the run checkpointed in --out")
@@ -133,10 +133,30 @@ def main(argv: Optional[List[str]] = None) -> int:
 
         return demo_op_main(argv[1:])
     args = ap.parse_args(argv)
-    if args.command == "analyze":
-        return cmd_analyze(args)
-    return cmd_demo(args)
+    from .analysis import ResumeError
+
+    try:
+        if args.command == "analyze":
+            return cmd_analyze(args)
+        return cmd_demo(args)
+    except (ValueError, FileNotFoundError, FileExistsError, ResumeError) as e:
+        # a bad argument, corpus or model spec: one line, no traceback
+        print(f"satkern {args.command}: error: {e}", file=sys.stderr)
+        return 2
+
+
+def run_and_exit(argv: Optional[List[str]] = None) -> None:
+    """``main`` then exit; under torchrun without interpreter finalization: gloo's worker threads can
+    abort the process while it tears down (SIGABRT, "terminate called without an active exception",
+    pytorch/pytorch#179291), which torchrun then reports as a failed job although every output was
+    already written (atomically, fsynced) and the process group destroyed."""
+    rc = main(argv)
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(rc)
+    sys.exit(rc)
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_and_exit()

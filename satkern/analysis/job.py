@@ -23,17 +23,15 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import os
 import platform
 import random
 import subprocess
 import sys
 import time
-import warnings
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Sequence
+from typing import Callable, List, Optional, Sequence
 
 import numpy as np
 import torch
@@ -144,13 +142,15 @@ def _versions() -> dict:
 
 
 def _weights_checksum(model: torch.nn.Module) -> str:
-    """A cheap fingerprint of the weights (resume must use the same model)."""
+    """A cheap fingerprint of the weights (a resumed run must use the same model): per tensor, its
+    shape and 1024 evenly strided values (hashing all of hubert-base's 95M weights costs seconds)."""
     h = hashlib.sha256()
     with torch.no_grad():
         for name, p in sorted(model.state_dict().items()):
             if torch.is_tensor(p) and p.numel():
-                t = p.detach().to("cpu", torch.float64)
-                h.update(f"{name}:{tuple(p.shape)}:{float(t.sum()):.12e}:{float(t.abs().sum()):.12e}".encode())
+                flat = p.detach().reshape(-1)
+                picks = flat[:: max(1, flat.numel() // 1024)][:1024].to("cpu", torch.float64)
+                h.update(f"{name}:{tuple(p.shape)}:".encode() + picks.numpy().tobytes())
     return h.hexdigest()[:16]
 
 
@@ -242,16 +242,6 @@ def _analyze(config, dist, model, on_batch, log, t_start, satkern, load_model) -
     if dist.enabled:
         tdist.barrier()
 
-    # ---------------------------------------------------------------- model
-    if model is None:
-        torch.manual_seed(config.seed)  # built-in names: the same random weights on every rank and rerun
-        model = load_model(config.model, trust_checkpoint=config.trust_checkpoint)
-    model.model.to(device).eval()
-    if model.random_weights:
-        log("=" * 72 + f"\nsatkern analyze: model {model.name!r} has RANDOM WEIGHTS (built-in architecture, "
-            f"seed {config.seed});\nthe numbers below describe an untrained network, not a trained SAT.\n" + "=" * 72)
-    rate = int(model.sample_rate)
-
     # ---------------------------------------------------------------- corpus
     corpus = discover_corpus(config.corpus, layout=config.layout, alignments=config.alignments)
     utts = sorted(corpus.utterances, key=lambda u: u.uid)
@@ -267,6 +257,26 @@ def _analyze(config, dist, model, on_batch, log, t_start, satkern, load_model) -
         extra = sorted(set(found) - set(labels))
         if extra:
             raise ValueError(f"satkern analyze: labels outside the 39-class set after folding: {extra}")
+
+    # ---------------------------------------------------------------- model
+    if model is None:
+        torch.manual_seed(config.seed)  # built-in names: the same random weights on every rank and rerun
+        model = load_model(config.model, trust_checkpoint=config.trust_checkpoint)
+    model.model.to(device).eval()
+    if model.random_weights:
+        log("=" * 72 + f"\nsatkern analyze: model {model.name!r} has RANDOM WEIGHTS (built-in architecture, "
+            f"seed {config.seed});\nthe numbers below describe an untrained network, not a trained SAT.\n" + "=" * 72)
+    rate = int(model.sample_rate)
+    notes = []
+    if model.family == "hf" and getattr(model.model.config, "feat_extract_norm", None) == "group" \
+            and config.budget_seconds > 0:
+        # GroupNorm over time in the first conv layer sees the zero padding of a batch: an utterance's
+        # features (hence its metrics, ~1e-4) depend on what it was batched with
+        notes.append("the model's convolutional feature extractor normalizes over time (GroupNorm), so padded "
+                     "batches change each utterance's features slightly; --budget-seconds 0 runs every "
+                     "utterance alone (exact, slower)")
+        log("satkern analyze: note: " + notes[-1])
+
     label_index = {l: i for i, l in enumerate(labels)}
     utts = corpus.utterances
     # utterances too short for the model (0 frames) are skipped up front
@@ -488,6 +498,7 @@ def _analyze(config, dist, model, on_batch, log, t_start, satkern, load_model) -
             "device": _device_description(device),
             "backend": {"requested": config.backend, "used": sorted(h.backends_used)},
             "stats": list(stats),
+            "notes": notes,
             "processes": dist.world,
             "resumed": bool(finished),
             "utterances_this_run": n_done,

@@ -84,5 +84,5 @@ class BatchDataset(torch.utils.data.Dataset):
 
 def plan_batches(utterances: Sequence[Utterance], target_rate: int, budget_seconds: float) -> List[List[Utterance]]:
     lengths = [resampled_length(u.num_samples, u.sample_rate, target_rate) for u in utterances]
-    budget = max(int(budget_seconds * target_rate), 1)
+    budget = max(int(budget_seconds * target_rate), 1)  # 0: every utterance in a batch of its own
     return [[utterances[i] for i in b] for b in length_buckets(lengths, budget)]

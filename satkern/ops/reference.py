@@ -86,7 +86,7 @@ def reference_attention(call: AttentionCall) -> AttentionResult:
     if call.wants("distance"):
         res.distance = (A * (idx[:, None] - idx[None, :]).abs()).sum(-1)
     if call.wants("maxweight"):
-        res.maxweight = A.amax(-1)
+        res.maxweight = A.amax(-1) if T > 0 else A.sum(-1)  # amax is undefined on an empty axis
     if call.wants("colmass"):
         res.colmass = torch.where(row_valid, A, torch.zeros((), dtype=torch.float64)).sum(-2)
     if call.label_weights is not None:

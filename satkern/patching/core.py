@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import operator
 import warnings
-from typing import Dict, Iterable, List, Optional, Tuple
+from typing import Dict, Iterable, List, Optional
 
 import torch
 from torch import nn

@@ -1,40 +1,49 @@
-"""``torchrun --nproc-per-node 2 -m satkern analyze`` (gloo, CPU) equals the single-process run."""
+"""``torchrun --nproc-per-node 2 -m satkern analyze`` (gloo, CPU) equals the single-process run,
+also when the workers are killed mid-run and the job is resumed."""
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from conftest import FIXTURE, MODEL
+from eager_reference import FIXTURE, MODEL
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 N = 10  # utterances
+ARGS = ["analyze", "--model", MODEL, "--corpus", str(FIXTURE), "--max-utterances", str(N), "--budget-seconds", "2",
+        "--per-utterance", "--no-progress", "--fold-39", "--checkpoint-seconds", "0"]
+TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", "-m", "satkern"]
 
 
-def _run(cmd, timeout=240):
+def _env():
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
     for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
         env.pop(k, None)
-    r = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
+    return env
+
+
+def _run(cmd, timeout=240):
+    r = subprocess.run(cmd, cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=timeout)
     assert r.returncode == 0, f"{' '.join(cmd)}\nstdout:\n{r.stdout[-3000:]}\nstderr:\n{r.stderr[-5000:]}"
     return r
 
 
-def test_two_process_gloo_equals_single(tmp_path):
-    args = ["analyze", "--model", MODEL, "--corpus", str(FIXTURE), "--max-utterances", str(N),
-            "--budget-seconds", "4", "--per-utterance", "--no-progress", "--fold-39"]
-    single, multi = tmp_path / "single", tmp_path / "multi"
-    _run([sys.executable, "-m", "satkern", *args, "--out", str(single)])
-    r = _run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
-              "-m", "satkern", *args, "--out", str(multi)])
-    assert "RANDOM WEIGHTS" in r.stdout + r.stderr
+@pytest.fixture(scope="module")
+def single(tmp_path_factory):
+    out = tmp_path_factory.mktemp("single")
+    _run([sys.executable, "-m", "satkern", *ARGS, "--out", str(out)])
+    return out
 
+
+def _same(single, multi, processes=2):
     s1 = json.loads((single / "summary.json").read_text())
     s2 = json.loads((multi / "summary.json").read_text())
-    assert s2["processes"] == 2 and s1["processes"] == 1
+    assert s2["processes"] == processes and s1["processes"] == 1
     assert s1["model"]["weights_checksum"] == s2["model"]["weights_checksum"]
     assert s1["counts"] == s2["counts"] and s1["counts"]["utterances_analyzed"] == N
     assert abs(s1["audio_hours"] - s2["audio_hours"]) < 1e-12
@@ -53,3 +62,36 @@ def test_two_process_gloo_equals_single(tmp_path):
     pa, pb = pd.read_parquet(single / "utterances.parquet"), pd.read_parquet(multi / "utterances.parquet")
     assert pa[["utterance", "layer", "head"]].equals(pb[["utterance", "layer", "head"]])
     assert np.abs(pa[list("GVDW")].to_numpy() - pb[list("GVDW")].to_numpy()).max() < 1e-6
+    return s2
+
+
+def test_two_process_gloo_equals_single(tmp_path, single):
+    multi = tmp_path / "multi"
+    r = _run([*TORCHRUN, *ARGS, "--out", str(multi)])
+    assert "RANDOM WEIGHTS" in r.stdout + r.stderr
+    _same(single, multi)
+
+
+def test_two_process_killed_then_resumed_equals_single(tmp_path, single):
+    multi = tmp_path / "multi"
+    p = subprocess.Popen([*TORCHRUN, *ARGS, "--out", str(multi)], cwd=ROOT, env=_env(),
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    t0 = time.time()
+    while not list((multi / "checkpoint").glob("rank*.pt")) and p.poll() is None and time.time() - t0 < 200:
+        time.sleep(0.005)
+    # SIGKILL the workers (torchrun's children, processes this test started) and then torchrun itself
+    kids = subprocess.run(["ps", "-o", "pid=", "--ppid", str(p.pid)], capture_output=True, text=True).stdout.split()
+    for pid in kids:
+        try:
+            os.kill(int(pid), signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    if p.poll() is None:
+        p.send_signal(signal.SIGKILL)
+    p.wait(timeout=60)
+    killed_early = not (multi / "heads.csv").exists()
+    _run([*TORCHRUN, *ARGS, "--out", str(multi), "--resume"])
+    s = _same(single, multi)
+    assert s["resumed"]
+    if killed_early:
+        assert s["utterances_this_run"] < N

@@ -19,7 +19,7 @@ from satkern.analysis import AnalyzeConfig, ResumeError, analyze
 from satkern.corpus import resample
 from satkern.metrics import categorize
 
-from conftest import FIXTURE, MODEL, EagerReference, tiny_model
+from eager_reference import FIXTURE, MODEL, EagerReference, tiny_model
 
 # float32 kernels and a padded batch against float64 statistics of per-utterance eager maps
 ATOL = 1e-5
@@ -115,8 +115,9 @@ def _s3prl_check(tmp_path, name, budget):
         _close(k, df[k].to_numpy().reshape(L, H), ref[k])
     assert df["G"].std() > 1e-2
     z = np.load(tmp_path / "prm.npz")
-    _close("P_counts", z["P_counts"], ref["Pp"], atol=1e-7)
-    _close("P_base", z["P_base"], ref["Pu"], atol=1e-9)
+    sel = np.array([ref_all.labels.index(l) for l in z["labels"].tolist()])  # the subset's labels
+    _close("P_counts", z["P_counts"], ref["Pp"][..., sel[:, None], sel[None, :]], atol=1e-7)
+    _close("P_base", z["P_base"], ref["Pu"][sel[:, None], sel[None, :]], atol=1e-9)
 
 
 def test_s3prl_family_against_eager_maps(tmp_path):
@@ -295,4 +296,65 @@ def test_sigkill_then_resume_cli(tmp_path):
     a, b = _heads(whole), _heads(out)
     for k in "GVDW":
         _close(k, b[k], a[k], atol=1e-6)
-    _close("P_counts", np.load(out / "prm.npz")["P_counts"], np.load(whole / "prm.npz")["P_counts"], atol=1e-9)
+    _close("P_counts", np.load(out / "prm.npz")["P_counts"], np.load(whole / "prm.npz")["P_counts"], atol=1e-8)
+
+
+def test_demo_command_prints_table_categories_and_outputs(tmp_path, capsys):
+    from satkern.cli import main
+
+    rc = main(["demo", "--model", MODEL, "--max-utterances", "3", "--out", str(tmp_path / "demo"), "--no-progress"])
+    assert rc == 0
+    text = capsys.readouterr().out
+    assert "RANDOM WEIGHTS" in text
+    assert "layer  head" in text and "category" in text
+    assert "categories: global" in text
+    assert f"outputs in {tmp_path / 'demo'}/: heads.csv, prm.npz, summary.json" in text
+    # a second demo run overwrites the first
+    assert main(["demo", "--model", MODEL, "--max-utterances", "2", "--out", str(tmp_path / "demo"),
+                 "--no-progress"]) == 0
+
+
+def _textgrid(segments, rate, total):
+    """Long-format TextGrid with a words tier and an MFA-style phones tier (times in seconds)."""
+    iv = "".join(f'            intervals [{i + 1}]:\n                xmin = {a / rate!r}\n                xmax = {b / rate!r}\n'
+                 f'                text = "{lab}"\n' for i, (a, b, lab) in enumerate(segments))
+    end = total / rate
+    return (f'File type = "ooTextFile"\nObject class = "TextGrid"\n\nxmin = 0\nxmax = {end!r}\ntiers? <exists>\n'
+            f'size = 2\nitem []:\n    item [1]:\n        class = "IntervalTier"\n        name = "words"\n'
+            f'        xmin = 0\n        xmax = {end!r}\n        intervals: size = 1\n        intervals [1]:\n'
+            f'            xmin = 0\n            xmax = {end!r}\n            text = "hello"\n'
+            f'    item [2]:\n        class = "IntervalTier"\n        name = "phones"\n        xmin = 0\n'
+            f'        xmax = {end!r}\n        intervals: size = {len(segments)}\n' + iv)
+
+
+def test_librispeech_with_mfa_textgrids_equals_timit_layout(tmp_path, model):
+    """The same audio and phone segments as a LibriSpeech tree (FLAC + TextGrids in a separate
+    alignment folder) and as a TIMIT tree give the same analysis."""
+    from eager_reference import read_phn
+
+    src = sorted(FIXTURE.rglob("*.PHN"))[:3]
+    timit, libri, mfa = tmp_path / "timit", tmp_path / "libri" / "dev-clean", tmp_path / "mfa"
+    for i, p in enumerate(src):
+        x, rate = sf.read(str(p.with_suffix(".WAV")), dtype="int16")
+        uid = f"19-198-{i:04d}"
+        (timit / "TEST/DR1/SPK19").mkdir(parents=True, exist_ok=True)
+        shutil.copy(p, timit / f"TEST/DR1/SPK19/{uid}.PHN")
+        shutil.copy(p.with_suffix(".WAV"), timit / f"TEST/DR1/SPK19/{uid}.WAV")
+        (libri / "19/198").mkdir(parents=True, exist_ok=True)
+        sf.write(str(libri / f"19/198/{uid}.flac"), x, rate, format="FLAC", subtype="PCM_16")
+        (mfa / "19").mkdir(parents=True, exist_ok=True)
+        (mfa / "19" / f"{uid}.TextGrid").write_text(_textgrid(read_phn(p), rate, len(x)))
+    (libri / "19/198/19-198.trans.txt").write_text("".join(f"19-198-{i:04d} HELLO\n" for i in range(3)))
+    sa = analyze(AnalyzeConfig(model=MODEL, corpus=str(timit), out=str(tmp_path / "o1"), progress=False,
+                               fold_39=True), model=model)
+    sb = analyze(AnalyzeConfig(model=MODEL, corpus=str(tmp_path / "libri"), out=str(tmp_path / "o2"),
+                               progress=False, fold_39=True, alignments=str(mfa)), model=model)
+    assert sa["corpus"]["layout"] == "timit" and sb["corpus"]["layout"] == "librispeech"
+    assert sb["counts"]["utterances_in_prm"] == 3 and not sb["skipped"]
+    a, b = _heads(tmp_path / "o1"), _heads(tmp_path / "o2")
+    for k in "GVDW":
+        _close(k, b[k], a[k], atol=1e-6)
+    za, zb = np.load(tmp_path / "o1" / "prm.npz"), np.load(tmp_path / "o2" / "prm.npz")
+    assert za["labels"].tolist() == zb["labels"].tolist()
+    _close("P_base", zb["P_base"], za["P_base"], atol=1e-12)
+    _close("P_counts", zb["P_counts"], za["P_counts"], atol=1e-8)

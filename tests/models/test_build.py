@@ -120,3 +120,13 @@ def test_s3prl_patch_equals_eager_and_metrics_match_maps(name):
         for f in "GVDW":
             e = (getattr(h.metrics, f)[:, l].double() - getattr(want, f)).abs().max().item()
             assert e <= 2e-5 * max(1.0, getattr(want, f).abs().max().item()), f"{name} layer {l} {f}: {e:.3g}"
+
+
+def test_s3prl_training_dropout_refused():
+    pytest.importorskip("satkern.models.s3prl")
+    model = build("tiny-tera-base", attention_probs_dropout_prob=0.1)
+    inputs, _ = load_model("tiny-tera-base").prepare([torch.randn(4000)])
+    model.train()
+    with satkern.patch(model, backend="auto"):
+        with pytest.raises(RuntimeError, match="training mode with attention dropout"):
+            model(**inputs)
