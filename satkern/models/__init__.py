@@ -101,6 +101,16 @@ class SpeechModel:
         device = next(self.model.parameters()).device
         if self.family == "s3prl":
             feats, lengths = self.model.extract_features([w.to(device) for w in waves])
+            r = int(getattr(self.model, "downsample_rate", 1) or 1)
+            if r > 1:
+                # Frame stacking: an utterance alone keeps floor(frames / r) stacked frames, but in a
+                # padded batch s3prl would also keep its partial last group (padded with zeros). Trim
+                # every utterance to whole groups so a batch gives exactly what each utterance gives alone.
+                lengths = torch.as_tensor(lengths, dtype=torch.int64)
+                lengths = lengths // r * r
+                keep = torch.arange(feats.shape[1], device=feats.device)[None, :] < lengths.to(feats.device)[:, None]
+                feats = feats * keep[..., None].to(feats.dtype)
+                feats = feats[:, : int(lengths.max()) if len(lengths) else 0]
             frames = torch.as_tensor(lengths, dtype=torch.int64)
             if hasattr(self.model, "model_lengths"):  # feature frames -> model frames (frame stacking)
                 frames = self.model.model_lengths(frames, feats.shape[1])

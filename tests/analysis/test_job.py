@@ -125,9 +125,6 @@ def test_s3prl_family_against_eager_maps(tmp_path):
     _s3prl_check(tmp_path, "tiny-mockingjay-base", budget=0.1)
 
 
-@pytest.mark.xfail(strict=False, reason="model layer: in a padded batch satkern.models' s3prl prepare() counts a "
-                   "partial last stacked frame (ceil(frames / downsample_rate)) that the same utterance alone drops "
-                   "(floor), so batched and solo runs differ (reported to the coordinator with issue 6)")
 def test_s3prl_family_batched(tmp_path):
     _s3prl_check(tmp_path, "tiny-mockingjay-base", budget=5.0)
 
