@@ -220,3 +220,21 @@ def test_zero_length_sequence():
     res = run(q, q, q, label_weights=torch.rand(2, 0, 4, dtype=torch.float64))
     assert res.out.shape == (2, 3, 0, 8) and res.entropy.shape == (2, 3, 0)
     assert res.label_mass.shape == (2, 3, 0, 4)
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_nan_or_inf_score_makes_the_whole_row_nan(bad):
+    B, H, T, D = 1, 1, 7, 4
+    q, k, v = rand(B, H, T, D), rand(B, H, T, D), rand(B, H, T, D)
+    bias = torch.zeros(T, T, dtype=torch.float64)
+    bias[2, 5] = bad
+    res = run(q, k, v, bias=bias)
+    for t in (res.out, res.lse, res.entropy, res.maxweight, res.distance):
+        assert torch.isnan(t[0, 0, 2]).all()
+        assert torch.isfinite(t[0, 0, [0, 1, 3, 4, 5, 6]]).all()
+    assert torch.isnan(res.colmass).all()  # every column sums over the broken row
+    # the CPU kernel agrees
+    if "cpu" in satkern.availability() and satkern.availability()["cpu"] == "available":
+        cpu = satkern.attention(q.float(), k.float(), v.float(), bias=bias.float(), stats=ALL, backend="cpu")
+        for name in ("out", "lse") + ALL:
+            assert torch.equal(torch.isnan(getattr(cpu, name)), torch.isnan(getattr(res, name))), name

@@ -65,6 +65,11 @@ def attention_map(call: AttentionCall) -> Tuple[torch.Tensor, torch.Tensor, torc
     l = p.sum(dim=-1, keepdim=True)
     A = torch.where(nonempty, p / torch.where(l > 0, l, torch.ones_like(l)), torch.zeros_like(p))
     lse = torch.where(nonempty, m_safe + torch.log(l), torch.where(row_valid, neg_inf, torch.zeros_like(m)))
+    # A row with a NaN or +inf admissible score has no distribution: the whole row is NaN.
+    broken = row_valid & ((m != m) | (m == float("inf")))
+    nan = torch.tensor(float("nan"), dtype=torch.float64, device=s.device)
+    A = torch.where(broken, nan, A)
+    lse = torch.where(broken, nan, lse)
     return A, lse.squeeze(-1), nonempty.squeeze(-1).expand(B, H, T)
 
 
