@@ -269,11 +269,13 @@ class S3prlSelfAttention(nn.Module):
         return context, probs
 
 
-class S3prlSelfOutput(nn.Module):
-    def __init__(self, config: S3prlConfig):
+class S3prlResidualOutput(nn.Module):
+    """dense -> dropout -> + residual -> LayerNorm (post-LN only): s3prl's SelfOutput and Output blocks."""
+
+    def __init__(self, config: S3prlConfig, in_features: int):
         super().__init__()
         self.pre_layer_norm = config.pre_layer_norm
-        self.dense = nn.Linear(config.hidden_size, config.hidden_size)
+        self.dense = nn.Linear(in_features, config.hidden_size)
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
         self.LayerNorm = S3prlLayerNorm(config.hidden_size, eps=config.layer_norm_eps)
 
@@ -289,7 +291,7 @@ class S3prlAttention(nn.Module):
         super().__init__()
         self.pre_layer_norm = config.pre_layer_norm
         self.self = S3prlSelfAttention(config)
-        self.output = S3prlSelfOutput(config)
+        self.output = S3prlResidualOutput(config, config.hidden_size)
         if self.pre_layer_norm:
             self.LayerNorm = self.output.LayerNorm  # s3prl's alias: the pre-attention LayerNorm
 
@@ -309,28 +311,13 @@ class S3prlIntermediate(nn.Module):
         return self.intermediate_act_fn(self.dense(hidden_states))
 
 
-class S3prlOutput(nn.Module):
-    def __init__(self, config: S3prlConfig):
-        super().__init__()
-        self.pre_layer_norm = config.pre_layer_norm
-        self.dense = nn.Linear(config.intermediate_size, config.hidden_size)
-        self.dropout = nn.Dropout(config.hidden_dropout_prob)
-        self.LayerNorm = S3prlLayerNorm(config.hidden_size, eps=config.layer_norm_eps)
-
-    def forward(self, hidden_states: torch.Tensor, input_tensor: torch.Tensor) -> torch.Tensor:
-        hidden_states = self.dropout(self.dense(hidden_states)) + input_tensor
-        if not self.pre_layer_norm:
-            hidden_states = self.LayerNorm(hidden_states)
-        return hidden_states
-
-
 class S3prlLayer(nn.Module):
     def __init__(self, config: S3prlConfig):
         super().__init__()
         self.pre_layer_norm = config.pre_layer_norm
         self.attention = S3prlAttention(config)
         self.intermediate = S3prlIntermediate(config)
-        self.output = S3prlOutput(config)
+        self.output = S3prlResidualOutput(config, config.intermediate_size)
         if self.pre_layer_norm:
             self.LayerNorm = self.output.LayerNorm  # s3prl's alias: the pre-FFN LayerNorm
 
