@@ -13,6 +13,7 @@ import torch
 import satkern
 from satkern.ops.contract import validate
 from satkern.ops.extension import extension_error
+from satkern.ops.testing import torch_baseline
 
 pytestmark = pytest.mark.skipif(extension_error() is not None,
                                 reason=f"C++ extension not built: {extension_error()}")
@@ -44,39 +45,6 @@ def rand(*shape, dtype=torch.float32, gen=None):
     return torch.randn(*shape, generator=gen).to(dtype)
 
 
-def eager(call):
-    """Plain PyTorch attention and statistics in the dtype of q (the precision yardstick)."""
-    B, H, T, D = call.shape
-    dt = call.q.dtype
-    q, k, v = call.q, call.k, call.v.clone()
-    s = torch.matmul(q, k.transpose(-1, -2)) * call.scale
-    if call.bias is not None:
-        s = s + call.bias.to(dt)
-    idx = torch.arange(T)
-    valid = idx[None, :] < call.lengths[:, None]
-    adm = valid[:, None, None, :].expand(B, H, T, T)
-    band = (idx[:, None] - idx[None, :]).abs() <= call.span if call.span is not None else None
-    if band is not None and call.span_mode == "renorm":
-        adm = adm & band
-    s = s.masked_fill(~adm, float("-inf"))
-    lse = torch.logsumexp(s, -1)
-    A = torch.softmax(s, -1)
-    rows = valid[:, None, :, None]
-    A = torch.where(rows & (lse[..., None] > float("-inf")), A, torch.zeros((), dtype=dt))
-    v = v.masked_fill(~valid[:, None, :, None], 0)
-    A_out = A if band is None or call.span_mode == "renorm" else A * band.to(dt)
-    res = {"out": A_out @ v, "lse": lse}
-    fi = idx.to(dt)
-    res["entropy"] = -torch.special.xlogy(A, A).sum(-1)
-    res["distance"] = (A * (fi[:, None] - fi[None, :]).abs()).sum(-1)
-    res["maxweight"] = A.amax(-1)
-    res["colmass"] = A.sum(-2)
-    if call.label_weights is not None:
-        W = call.label_weights.to(dt).masked_fill(~valid[..., None], 0)
-        res["label_mass"] = A @ W[:, None]
-    return res
-
-
 def max_err(x, ref, mask=None):
     d = (x.double() - ref.double()).abs()
     same = (torch.isnan(x) & torch.isnan(ref)) | (x.double() == ref.double())  # NaN/inf conventions
@@ -102,7 +70,7 @@ def check(q, k, v, *, eager_dtype=None, **kw):
     sd = torch.float64 if q.dtype == torch.float64 else torch.float32
     assert res.out.dtype == q.dtype and res.out.shape == v.shape
     assert res.lse.dtype == sd
-    ea = eager(call)
+    ea = torch_baseline(call)  # plain PyTorch in q's dtype: the precision yardstick
     keep = call.head_mask if call.head_mask is not None else torch.ones(B, H, dtype=torch.bool)
     lengths = call.lengths
     valid_rows = torch.arange(T)[None, :] < lengths[:, None]  # [B, T]
@@ -130,9 +98,9 @@ def check(q, k, v, *, eager_dtype=None, **kw):
         # accuracy: kept heads only
         mask = keep.reshape(B, H, *([1] * (x.dim() - 2)))
         err = max_err(x, r, mask)
-        e_ref = ea[name].to(r.dtype).masked_fill(~(valid_rows[:, None, :, None] if x.dim() == 4
-                                                   else valid_rows[:, None, :]), 0) \
-            if name != "colmass" else ea[name].to(r.dtype).masked_fill(~valid_rows[:, None, :], 0)
+        e = getattr(ea, name).to(r.dtype)
+        e_ref = e.masked_fill(~(valid_rows[:, None, :, None] if x.dim() == 4 else valid_rows[:, None, :]), 0) \
+            if name != "colmass" else e.masked_fill(~valid_rows[:, None, :], 0)
         err_eager = max_err(e_ref, r, mask)
         mag = float(r[mask.expand_as(r)].abs().nan_to_num(0, 0, 0).max()) if r.numel() and bool(keep.any()) else 0.0
         tol = 2 * err_eager + FLOOR[q.dtype] * (1 + mag)

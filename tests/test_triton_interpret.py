@@ -9,7 +9,7 @@ test files in the parent process are never affected. Run the cases directly with
 
 Every case draws fresh random inputs (the seed is printed on failure), poisons the outputs before the
 kernels write them, and compares with the float64 reference under the 2x-PyTorch tolerance rule
-(satkern/ops/triton/testing.py). Shapes are small (T <= 80) because the interpreter is slow.
+(satkern/ops/testing.py). Shapes are small (T <= 80) because the interpreter is slow.
 """
 import os
 import subprocess
@@ -87,7 +87,7 @@ else:
     from satkern.ops.dispatch import select
     from satkern.ops.schema import op_args
     from satkern.ops.triton import launch
-    from satkern.ops.triton.testing import compare, failures
+    from satkern.ops.testing import compare, failures
 
     ALL = satkern.STAT_NAMES
     F32, F16, BF16 = torch.float32, torch.float16, torch.bfloat16

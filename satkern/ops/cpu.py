@@ -5,13 +5,13 @@ from typing import List
 
 import torch
 
-from . import schema
-from .contract import AttentionCall, AttentionResult
-from .dispatch import Backend, register_backend
+from .contract import AttentionCall
+from .dispatch import register_backend
+from .schema import TorchOpBackend
 from .extension import extension_error
 
 
-class CpuBackend(Backend):
+class CpuBackend(TorchOpBackend):
     """C++ (OpenMP) kernel on row blocks; never allocates T x T. float32/float64/bfloat16/float16."""
 
     name = "cpu"
@@ -28,10 +28,6 @@ class CpuBackend(Backend):
         if call.q.dtype not in self.dtypes:
             why.append(f"unsupported dtype {call.q.dtype}")
         return why
-
-    def run(self, call: AttentionCall) -> AttentionResult:
-        outs = torch.ops.satkern.fused_attention(*schema.op_args(call))
-        return schema.result_from_op(call, outs, self.name)
 
 
 register_backend(CpuBackend())

@@ -15,9 +15,9 @@ from typing import List
 
 import torch
 
-from . import schema
-from .contract import AttentionCall, AttentionResult
-from .dispatch import Backend, register_backend
+from .contract import AttentionCall
+from .dispatch import register_backend
+from .schema import TorchOpBackend
 from .extension import extension_error, has_cuda_kernels
 
 SUPPORTED_HEAD_DIMS = (64, 128)  # must match kSupportedHeadDims in csrc/cuda/fused_attention.cuh
@@ -38,7 +38,7 @@ def cuda_kernels_error() -> str:
             "machine with a CUDA torch and toolkit, or call satkern.ops.cuda_jit.build_cuda_extension()")
 
 
-class CudaBackend(Backend):
+class CudaBackend(TorchOpBackend):
     """Hand-written CUDA: one fused online-softmax pass (out, lse, entropy, distance, maxweight,
     label_mass) and a deterministic column pass (colmass). float16/bfloat16/float32, D in {64, 128}."""
 
@@ -64,10 +64,6 @@ class CudaBackend(Backend):
         if B > 65535 or H > 65535:
             why.append(f"B = {B} and H = {H} must each be <= 65535 (CUDA grid limit)")
         return why
-
-    def run(self, call: AttentionCall) -> AttentionResult:
-        outs = torch.ops.satkern.fused_attention(*schema.op_args(call))
-        return schema.result_from_op(call, outs, self.name)
 
 
 register_backend(CudaBackend())

@@ -10,10 +10,14 @@ Arguments are the normalized :class:`~satkern.ops.contract.AttentionCall`:
 allowed); ``head_mask`` bool [B,H] (True = keep); ``label_weights`` float [B,T,L];
 ``span`` < 0 means no span; ``renorm`` selects the span mode. Statistics not asked
 for come back as empty tensors of shape [0].
+
+Backends that run one of these ops (cpu, cuda, triton) derive from :class:`TorchOpBackend`.
 """
 from __future__ import annotations
 
 import torch
+
+from .dispatch import Backend
 
 SCHEMA = ("(Tensor q, Tensor k, Tensor v, Tensor lengths, Tensor? bias, Tensor? head_mask, "
           "Tensor? label_weights, float scale, int span, bool renorm, bool want_entropy, "
@@ -66,3 +70,13 @@ def result_from_op(call, outs, backend: str):
                            maxweight=mw if call.wants("maxweight") else None,
                            label_mass=lm if call.label_weights is not None else None,
                            lengths=call.lengths, backend=backend)
+
+
+class TorchOpBackend(Backend):
+    """A backend whose :meth:`run` is one call of the satkern op ``op_name`` on :func:`op_args`."""
+
+    op_name: str = "fused_attention"
+
+    def run(self, call):
+        outs = getattr(torch.ops.satkern, self.op_name)(*op_args(call))
+        return result_from_op(call, outs, self.name)

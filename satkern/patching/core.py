@@ -201,6 +201,21 @@ class Patch:
         for m in self._modules:
             _OWNER[m] = self
 
+    def _set_instance_attr(self, module: nn.Module, name: str, value) -> None:
+        """Set ``module.<name> = value`` as an instance attribute; removal restores the former instance
+        attribute, or deletes it when there was none (the class attribute shows again)."""
+        had = name in module.__dict__
+        old = module.__dict__.get(name)
+        setattr(module, name, value)
+
+        def restore():
+            if had:
+                module.__dict__[name] = old
+            else:
+                module.__dict__.pop(name, None)
+
+        self._undo.append(restore)
+
     def _parse_prune(self, prune) -> List[Optional[torch.Tensor]]:
         keep: List[Optional[torch.Tensor]] = [None] * self.num_layers
         if prune is None:

@@ -220,14 +220,4 @@ def install(patch: Patch, model: nn.Module, found: List[Tuple[str, nn.Module, HF
     for _, m, fam in found:
         if fam.route != "module":
             continue
-        had = "forward" in m.__dict__
-        old = m.__dict__.get("forward")
-        m.forward = functools.partial(_wavlm_forward, m)
-
-        def restore_forward(m=m, had=had, old=old):
-            if had:
-                m.__dict__["forward"] = old
-            else:
-                m.__dict__.pop("forward", None)
-
-        patch._undo.append(restore_forward)
+        patch._set_instance_attr(m, "forward", functools.partial(_wavlm_forward, m))

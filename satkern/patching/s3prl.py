@@ -51,14 +51,4 @@ def find_modules(model: nn.Module) -> List[Tuple[str, nn.Module]]:
 
 def install(patch: Patch, found: List[Tuple[str, nn.Module]]) -> None:
     for m in {id(m): m for _, m in found}.values():
-        had = "attend" in m.__dict__
-        old = m.__dict__.get("attend")
-        m.attend = functools.partial(_attend, m)
-
-        def restore(m=m, had=had, old=old):
-            if had:
-                m.__dict__["attend"] = old
-            else:
-                m.__dict__.pop("attend", None)
-
-        patch._undo.append(restore)
+        patch._set_instance_attr(m, "attend", functools.partial(_attend, m))

@@ -22,6 +22,7 @@ import torch
 
 import satkern
 from satkern.ops.contract import validate
+from satkern.ops.testing import compare, failures, torch_baseline
 
 if os.environ.get("SATKERN_CUDA_JIT") == "1" and torch.cuda.is_available():  # build the kernels on the fly
     from satkern.ops.cuda_jit import build_cuda_extension
@@ -35,8 +36,8 @@ pytestmark = pytest.mark.skipif(not torch.cuda.is_available() or bool(cuda_kerne
                                        + ("no CUDA device" if not torch.cuda.is_available() else cuda_kernels_error()))
 
 ALL = satkern.STAT_NAMES
-FIELDS = ("out", "lse", "entropy", "distance", "colmass", "maxweight", "label_mass")
 FLOOR = {torch.float32: 2e-5, torch.float16: 2e-3, torch.bfloat16: 1e-2}
+SCALED = ("lse", "colmass", "distance")  # floor relative to max(1, max |reference|); absolute for the rest
 POISONS = ("nan", "-31337")
 
 
@@ -44,88 +45,21 @@ def rand(*shape, dtype, device="cuda"):
     return torch.randn(*shape, device=device, dtype=torch.float32).to(dtype)
 
 
-def plain(call):
-    """The contract computed eagerly in the input dtype (the error baseline)."""
-    B, H, T, D = call.shape
-    dt = call.q.dtype
-    s = torch.matmul(call.q, call.k.transpose(-1, -2)) * call.scale
-    if call.bias is not None:
-        s = s + call.bias.to(dt)
-    idx = torch.arange(T, device=s.device)
-    valid = idx[None, :] < call.lengths[:, None]
-    adm = valid[:, None, None, :].expand(B, H, T, T)
-    band = None
-    if call.span is not None:
-        band = (idx[:, None] - idx[None, :]).abs() <= call.span
-        if call.span_mode == "renorm":
-            adm = adm & band
-    s = s.masked_fill(~adm, float("-inf"))
-    A = torch.softmax(s, dim=-1).nan_to_num(0.0)  # empty rows: 0
-    rv = valid[:, None, :, None]
-    A = torch.where(rv, A, torch.zeros((), dtype=dt, device=s.device))
-    Av = A if band is None or call.span_mode == "renorm" else A * band
-    res = {"out": torch.matmul(Av, call.v.masked_fill(~valid[:, None, :, None], 0))}
-    if call.head_mask is not None:  # masked heads output 0 (their lse/stats are NaN in the reference)
-        res["out"] = res["out"] * call.head_mask[:, :, None, None].to(dt)
-    res["lse"] = torch.where(valid[:, None, :], torch.logsumexp(s.float(), -1), 0.0)  # padded rows: 0
-    Af = A.float()
-    res["entropy"] = -torch.special.xlogy(Af, Af).sum(-1)
-    res["distance"] = (Af * (idx[:, None] - idx[None, :]).abs()).sum(-1)
-    res["maxweight"] = Af.amax(-1)
-    res["colmass"] = Af.sum(-2)
-    if call.label_weights is not None:
-        res["label_mass"] = torch.matmul(A, call.label_weights.to(dt)[:, None]).float()
-    return res
-
-
-def compare(got, ref, base, dtype, name, key):
-    ref64 = ref.double()
-    got64 = got.double()
-    assert got.shape == ref.shape, f"{name}: shape {tuple(got.shape)} != {tuple(ref.shape)}"
-    nan_ref, nan_got = torch.isnan(ref64), torch.isnan(got64)
-    assert torch.equal(nan_ref, nan_got), (f"{name} [{key}]: NaN mismatch at "
-                                           f"{(nan_ref != nan_got).nonzero()[:5].tolist()}")
-    inf_ref, inf_got = torch.isinf(ref64), torch.isinf(got64)
-    assert torch.equal(inf_ref, inf_got) and torch.equal(ref64[inf_ref], got64[inf_got]), f"{name}: inf mismatch"
-    fin = ~(nan_ref | inf_ref)
-    if not bool(fin.any()):
-        return
-    err = (got64 - ref64)[fin].abs().max().item()
-    base_err = 0.0
-    if base is not None:
-        b = base.double()
-        bfin = fin & torch.isfinite(b)
-        if bool(bfin.any()):
-            base_err = (b - ref64)[bfin].abs().max().item()
-    scale = max(1.0, ref64[fin].abs().max().item()) if name in ("lse", "colmass", "distance") else 1.0
-    tol = 2.0 * base_err + FLOOR[dtype] * scale
-    worst = (got64 - ref64).abs().masked_fill(~fin, 0).argmax().item()
-    assert err <= tol, (f"{name} [{key}]: worst error {err:.3g} > tol {tol:.3g} (plain {dtype} error "
-                        f"{base_err:.3g}); at flat index {worst}: got {got64.flatten()[worst].item()}, "
-                        f"ref {ref64.flatten()[worst].item()}")
-
-
 def check(q, k, v, poison, monkeypatch, key="", **kw):
     kw.setdefault("stats", ALL)
     call = validate(q, k, v, **kw)
     ref = satkern.attention(q, k, v, backend="reference", **kw)
-    base = plain(call)
+    # masked heads: the reference's lse/stats are NaN there (compare() checks NaN positions first and
+    # measures errors only where the reference is finite); the baseline's out is 0 there, as the contract's
+    base = torch_baseline(call, stats_dtype=torch.float32, zero_masked_heads=True)
     monkeypatch.setenv("SATKERN_CUDA_POISON", poison)
     got = satkern.attention(q, k, v, backend="cuda", **kw)
     torch.cuda.synchronize()
     assert got.backend == "cuda"
-    assert got.out.dtype == q.dtype and got.lse.dtype == torch.float32
-    for name in FIELDS:
-        r = getattr(ref, name)
-        g = getattr(got, name)
-        if r is None:
-            assert g is None, f"{name} not requested but returned"
-            continue
-        if name != "out":
-            assert g.dtype == torch.float32, f"{name}: dtype {g.dtype}"
-        # masked heads: the base ignores head_mask; compare() checks NaN positions against the
-        # reference first and measures errors only where the reference is finite
-        compare(g, r, base.get(name), q.dtype, name, key)
+    # dtypes (out: input dtype, the rest float32), shapes, fields asked for and nothing else: compare() checks
+    report = compare(got, call, ref, base, floor=FLOOR, scaled=SCALED)
+    msg = failures(report)
+    assert not msg, f"[{key}] {q.dtype}, shape {tuple(q.shape)}, poison {poison}:\n{msg}"
     return got
 
 

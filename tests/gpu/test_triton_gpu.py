@@ -1,6 +1,6 @@
 """The triton backend on a real GPU against the float64 reference (skipped without CUDA or triton).
 
-Tolerance rule (HOUSE_STYLE.md, satkern/ops/triton/testing.py): per field, the kernel's worst error
+Tolerance rule (HOUSE_STYLE.md, satkern/ops/testing.py): per field, the kernel's worst error
 against the float64 reference is at most 2x the worst error of plain PyTorch computing the same
 quantity eagerly in the input dtype, plus a small floor; NaN / +-inf exactly where the reference has them.
 Inputs are drawn fresh on every run (the seed is printed on failure); every output is poisoned before the
@@ -62,7 +62,7 @@ def _run(B, H, T, D, dtype, *, stats=ALL, layout="bhtd", poison=NAN, fwd=DEFAULT
          extra=None):
     """Fresh random inputs (+ ``extra(gen, T)``), triton with poisoned outputs vs the float64 reference."""
     from satkern.ops.triton import launch
-    from satkern.ops.triton.testing import compare, failures
+    from satkern.ops.testing import compare, failures
 
     seed = int.from_bytes(os.urandom(4), "little")
     gen = torch.Generator(device="cuda").manual_seed(seed)

@@ -5,8 +5,6 @@ Reference: the same model with ``attn_implementation="eager"`` (its own per-head
 here, registered with transformers under a test name, that applies the refinement to the
 eager map. Tiny configs, float32, CPU.
 """
-import os
-
 import pytest
 import torch
 
@@ -21,11 +19,11 @@ from satkern.models import build  # noqa: E402
 from satkern.patching import lengths_from_mask  # noqa: E402
 from satkern.patching.hf import find_modules  # noqa: E402
 
-BACKEND = os.environ.get("SATKERN_TEST_BACKEND", "auto")  # auto: the C++ backend when built, else the reference
-RTOL = 1e-5
+from patch_helpers import (BACKEND, SAMPLES, assert_close_rel,  # noqa: E402
+                           assert_training_dropout_refused, batch, rel_err)
+
 INTERFACE_NAMES = ["tiny-hubert-base", "tiny-wav2vec2-base", "tiny-wav2vec2-large", "tiny-data2vec-audio-base",
                    "tiny-unispeech-sat-base", "tiny-sew-tiny", "tiny-wav2vec2-conformer-base"]
-SAMPLES = (16000, 9000, 5000)  # a padded batch: 49, 27 and 15 frames (SEW: 24, 14, 8)
 
 
 def tiny_unispeech():
@@ -40,24 +38,6 @@ def make(name):
     if name == "tiny-unispeech":
         return tiny_unispeech()
     return build(name, attn_implementation="eager")
-
-
-def batch(seed=1):
-    g = torch.Generator().manual_seed(seed)
-    x = torch.randn(len(SAMPLES), max(SAMPLES), generator=g)
-    mask = torch.zeros(len(SAMPLES), max(SAMPLES), dtype=torch.long)
-    for i, n in enumerate(SAMPLES):
-        mask[i, :n] = 1
-    return x * mask, mask
-
-
-def rel_err(a, b):
-    return ((a - b).abs().max() / b.abs().max().clamp_min(1e-30)).item()
-
-
-def assert_close_rel(got, want, what):
-    err = rel_err(got, want)
-    assert err <= RTOL, f"{what}: worst relative error {err:.3g} > {RTOL}"
 
 
 def snapshot(model):
@@ -262,11 +242,7 @@ def test_training_mode_dropout_refused():
     torch.manual_seed(0)
     model = build("tiny-hubert-base", attn_implementation="eager", attention_dropout=0.1)
     x, mask = batch()
-    model.train()
-    with satkern.patch(model, backend=BACKEND):
-        with pytest.raises(RuntimeError, match="training mode with attention dropout"):
-            model(x, attention_mask=mask)
-    model.eval()
+    assert_training_dropout_refused(model, x, mask)
     with satkern.patch(model, backend=BACKEND):
         with torch.no_grad():
             model(x, attention_mask=mask)

@@ -6,8 +6,6 @@ wrapped (test-side, per instance) to also ask torch's ``multi_head_attention_for
 per-head weights (``average_attn_weights=False``; HF only returns head-averaged ones), and,
 for refinement, to recompute the output from the refined per-head maps.
 """
-import os
-
 import pytest
 import torch
 import torch.nn.functional as F
@@ -18,27 +16,13 @@ import satkern  # noqa: E402
 from satkern.metrics import head_metrics_from_map  # noqa: E402
 from satkern.models import build  # noqa: E402
 
-BACKEND = os.environ.get("SATKERN_TEST_BACKEND", "auto")  # auto: the C++ backend when built, else the reference
-RTOL = 1e-5
-SAMPLES = (16000, 9000, 5000)
+from patch_helpers import (BACKEND, SAMPLES, assert_close_rel,  # noqa: E402
+                           assert_training_dropout_refused, batch)
 
 
 def make():
     torch.manual_seed(0)
     return build("tiny-wavlm-base", attn_implementation="eager")
-
-
-def batch(seed=1):
-    g = torch.Generator().manual_seed(seed)
-    x = torch.randn(len(SAMPLES), max(SAMPLES), generator=g)
-    mask = torch.zeros(len(SAMPLES), max(SAMPLES), dtype=torch.long)
-    for i, n in enumerate(SAMPLES):
-        mask[i, :n] = 1
-    return x * mask, mask
-
-
-def rel_err(a, b):
-    return ((a - b).abs().max() / b.abs().max().clamp_min(1e-30)).item()
 
 
 def attention_modules(model):
@@ -133,8 +117,7 @@ def test_wavlm_patched_equals_module_and_per_head_metrics():
         assert "forward" in attention_modules(model)[0].__dict__
         with torch.no_grad():
             got = model(x, attention_mask=mask).last_hidden_state
-    err = rel_err(got, want)
-    assert err <= RTOL, f"output worst relative error {err:.3g}"
+    assert_close_rel(got, want, "output")
     after = snapshot(model)
     assert before[1] == after[1] and before[2:] == after[2:]
     for k in before[0]:
@@ -159,8 +142,7 @@ def test_wavlm_refinement(refine):
     with satkern.patch(model, backend=BACKEND, **refine) as h:
         with torch.no_grad():
             got = model(x, attention_mask=mask).last_hidden_state
-    err = rel_err(got, want)
-    assert err <= RTOL, f"{refine}: output worst relative error {err:.3g}"
+    assert_close_rel(got, want, f"{refine}: output")
     check_metrics(h, maps, str(refine), prune=refine.get("prune", ()))
 
 
@@ -168,15 +150,11 @@ def test_wavlm_training_dropout_refused_and_stats_off():
     torch.manual_seed(0)
     model = build("tiny-wavlm-base", attn_implementation="eager", attention_dropout=0.1)
     x, mask = batch()
-    model.train()
-    with satkern.patch(model, backend=BACKEND):
-        with pytest.raises(RuntimeError, match="training mode with attention dropout"):
-            model(x, attention_mask=mask)
-    model.eval()
+    assert_training_dropout_refused(model, x, mask)
     want, _ = reference_run(model, x, mask, prune={(0, 1)})
     with satkern.patch(model, stats=(), prune={(0, 1)}, backend=BACKEND) as h:
         with torch.no_grad():
             got = model(x, attention_mask=mask).last_hidden_state
-    assert rel_err(got, want) <= RTOL
+    assert_close_rel(got, want, "stats=() prune output")
     assert h.metrics.G is None
     assert "forward" not in attention_modules(model)[0].__dict__

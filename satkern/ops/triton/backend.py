@@ -16,8 +16,8 @@ from typing import List
 import torch
 
 from .. import schema
-from ..contract import AttentionCall, AttentionResult
-from ..dispatch import Backend, register_backend
+from ..contract import AttentionCall
+from ..dispatch import register_backend
 
 SUPPORTED_HEAD_DIMS = (32, 64, 80, 96, 128)  # 80 and 96 run padded to 128 (masked loads)
 SUPPORTED_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
@@ -69,12 +69,13 @@ torch.library.register_kernel("satkern::fused_attention_triton", ("cuda", "cpu")
                               lib=schema._lib)
 
 
-class TritonBackend(Backend):
+class TritonBackend(schema.TorchOpBackend):
     """Triton kernels: FlashAttention-2 style pass with on-the-fly entropy/distance/maxweight/label_mass,
     and a deterministic second pass for colmass. float16/bfloat16/float32, D in {32, 64, 80, 96, 128}.
     On CPU it runs only under TRITON_INTERPRET=1, and then never wins "auto"."""
 
     name = "triton"
+    op_name = "fused_attention_triton"
     priority = 30  # above "cuda" (20): on CUDA tensors "auto" takes triton when it can run the call
     dtypes = SUPPORTED_DTYPES
     head_dims = SUPPORTED_HEAD_DIMS
@@ -104,10 +105,6 @@ class TritonBackend(Backend):
     def priority_for(self, call: AttentionCall) -> int:
         # interpreter runs are for testing: on CPU the cpu and reference backends win "auto"
         return self.priority if call.q.device.type == "cuda" else -10
-
-    def run(self, call: AttentionCall) -> AttentionResult:
-        outs = torch.ops.satkern.fused_attention_triton(*schema.op_args(call))
-        return schema.result_from_op(call, outs, self.name)
 
 
 register_backend(TritonBackend())

@@ -1,0 +1,136 @@
+"""Helpers the backend test suites share: the plain-PyTorch baseline and the tolerance rule.
+
+Rule (flash-attention's, HOUSE_STYLE.md): a backend's error against the float64 reference must be at most
+2x the error of plain PyTorch computing the same quantities eagerly in the same dtype, plus a small floor
+(per dtype; for the fields in ``scaled`` relative to the quantity's magnitude ``max(1, max |reference|)``,
+absolute for the others). NaN / +inf / -inf must sit exactly where the reference has them.
+
+Used by tests/test_triton_interpret.py, tests/gpu/test_triton_gpu.py, tests/gpu/test_cuda_gpu.py
+(:func:`torch_baseline`, :func:`compare`, :func:`failures`) and tests/test_cpu_backend.py
+(:func:`torch_baseline`; it has its own comparison, which also checks the padded / masked conventions).
+"""
+from __future__ import annotations
+
+from typing import Dict, Iterable, Optional
+
+import torch
+
+from .contract import AttentionCall, AttentionResult
+from .reference import reference_attention
+
+FIELDS = ("out", "lse", "entropy", "distance", "colmass", "maxweight", "label_mass")
+# default floor (the triton suites'), relative to max(1, max |reference|): fp32 ~ 100 ulp; half types ~ a few
+# ulp of their own epsilon
+FLOOR = {torch.float32: 1e-5, torch.float16: 2e-3, torch.bfloat16: 1.6e-2}
+
+
+def torch_baseline(call: AttentionCall, *, stats_dtype: Optional[torch.dtype] = None,
+                   zero_masked_heads: bool = False) -> AttentionResult:
+    """Plain eager PyTorch in ``call.q.dtype``: materialize scores and A; out, label_mass from A in that dtype.
+
+    ``lse`` and the statistics are computed in ``stats_dtype`` (default: the input dtype), from the scores
+    and from A cast to it. ``zero_masked_heads``: ``out`` is 0 on the heads ``call.head_mask`` drops (the
+    contract's value); otherwise the baseline ignores ``head_mask``. Padded query rows are 0 everywhere.
+    """
+    dt = call.q.dtype
+    sd = dt if stats_dtype is None else stats_dtype
+    B, H, T, D = call.shape
+    dev = call.q.device
+    s = torch.matmul(call.q, call.k.transpose(-1, -2)) * call.scale
+    if call.bias is not None:
+        s = s + call.bias.to(dt)
+    idx = torch.arange(T, device=dev)
+    valid = idx[None, :] < call.lengths[:, None]
+    adm = valid[:, None, None, :].expand(B, H, T, T)
+    band = None
+    if call.span is not None:
+        band = (idx[:, None] - idx[None, :]).abs() <= call.span
+        if call.span_mode == "renorm":
+            adm = adm & band
+    s = s.masked_fill(~adm, float("-inf"))
+    lse = torch.logsumexp(s.to(sd), -1).masked_fill(~valid[:, None, :], 0.0)
+    A = torch.softmax(s, -1).nan_to_num(0.0)  # empty rows -> 0
+    A = A.masked_fill(~valid[:, None, :, None], 0.0)
+    A_out = A if band is None or call.span_mode == "renorm" else A.masked_fill(~band, 0.0)
+    vv = call.v.masked_fill(~valid[:, None, :, None], 0.0)
+    out = torch.matmul(A_out, vv).masked_fill(~valid[:, None, :, None], 0.0)
+    if zero_masked_heads and call.head_mask is not None:
+        out = out * call.head_mask[:, :, None, None].to(dt)
+    res = AttentionResult(out=out, lse=lse, lengths=call.lengths, backend="torch")
+    As = A.to(sd)
+    if call.wants("entropy"):
+        res.entropy = -torch.special.xlogy(As, As).sum(-1)
+    if call.wants("distance"):
+        res.distance = (As * (idx[:, None] - idx[None, :]).abs().to(sd)).sum(-1)
+    if call.wants("maxweight"):
+        res.maxweight = As.amax(-1)
+    if call.wants("colmass"):
+        res.colmass = As.sum(-2)
+    if call.label_weights is not None:
+        res.label_mass = torch.matmul(A, call.label_weights.to(dt)[:, None]).to(sd)
+    return res
+
+
+def compare(got: AttentionResult, call: AttentionCall, ref: Optional[AttentionResult] = None,
+            base: Optional[AttentionResult] = None, *, floor: Optional[Dict[torch.dtype, float]] = None,
+            scaled: Iterable[str] = FIELDS) -> Dict[str, dict]:
+    """Per field: error, PyTorch-baseline error, bound, and ``ok``; plus NaN/inf pattern, shape and dtype checks.
+
+    ``call`` is the low-precision call; the reference (float64) and the baseline (:func:`torch_baseline`)
+    are computed from it when not given. ``floor``: per input dtype (default :data:`FLOOR`); it is relative
+    to ``max(1, max |reference|)`` for the fields in ``scaled`` (default all), absolute for the others.
+    Expected dtypes: ``out`` in the input dtype, everything else float32.
+    """
+    if ref is None:
+        ref = reference_attention(call)
+    if base is None:
+        base = torch_baseline(call)
+    floor = (FLOOR if floor is None else floor)[call.q.dtype]
+    scaled = set(scaled)
+    report = {}
+    for name in FIELDS:
+        r = getattr(ref, name)
+        g = getattr(got, name)
+        if r is None:
+            report[name] = {"ok": g is None, "why": "" if g is None else "returned but not asked for"}
+            continue
+        if g is None:
+            report[name] = {"ok": False, "why": "missing"}
+            continue
+        if tuple(g.shape) != tuple(r.shape):
+            report[name] = {"ok": False, "why": f"shape {tuple(g.shape)} != {tuple(r.shape)}"}
+            continue
+        want_dtype = call.q.dtype if name == "out" else torch.float32
+        if g.dtype != want_dtype:
+            report[name] = {"ok": False, "why": f"dtype {g.dtype} != {want_dtype}"}
+            continue
+        g64, r64 = g.double().cpu(), r.double().cpu()
+        b = getattr(base, name)
+        b64 = b.double().cpu() if b is not None else r64
+        pattern = [("nan", torch.isnan), ("+inf", torch.isposinf), ("-inf", torch.isneginf)]
+        bad = [f"{lab} at {int((f(g64) != f(r64)).sum())} places" for lab, f in pattern
+               if not torch.equal(f(g64), f(r64))]
+        fin = torch.isfinite(r64)
+        err = float((g64[fin] - r64[fin]).abs().max()) if fin.any() else 0.0
+        bfin = fin & torch.isfinite(b64)
+        berr = float((b64[bfin] - r64[bfin]).abs().max()) if bfin.any() else 0.0
+        scale = max(1.0, float(r64[fin].abs().max())) if fin.any() and name in scaled else 1.0
+        bound = 2.0 * berr + floor * scale
+        ok = not bad and err <= bound and err == err
+        why = "; ".join(bad)
+        if not bad and not ok:
+            worst = int((g64 - r64).abs().masked_fill(~fin, 0).argmax())
+            why = (f"error {err:.3e} > bound {bound:.3e}; worst at flat index {worst}: "
+                   f"got {g64.flatten()[worst].item()}, ref {r64.flatten()[worst].item()}")
+        report[name] = {"ok": ok, "err": err, "torch_err": berr, "bound": bound, "why": why}
+    return report
+
+
+def failures(report: Dict[str, dict]) -> str:
+    """Empty when every field passed, else one line per failing field with the worst error."""
+    lines = []
+    for name, r in report.items():
+        if not r["ok"]:
+            extra = f" (err {r['err']:.3e}, torch {r['torch_err']:.3e}, bound {r['bound']:.3e})" if "err" in r else ""
+            lines.append(f"{name}: {r['why']}{extra}")
+    return "\n".join(lines)
