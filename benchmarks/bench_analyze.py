@@ -28,6 +28,8 @@ import tempfile
 import time
 from pathlib import Path
 
+LOAD_AT_START = os.getloadavg()[0]  # other work on the machine skews the timings; recorded with them
+
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
@@ -191,13 +193,14 @@ def main(argv=None) -> int:
     thr_s = s["throughput_audio_s_per_s"]
     thr_e = e["audio_s"] / e["run_s"]
     busy_e = e["load_s"] / (e["run_s"] * max(args.workers, 1))
+    load_at_start = LOAD_AT_START
     device = f"cpu: {platform.processor() or platform.machine()} ({os.cpu_count()} logical cores, {torch.get_num_threads()} torch threads)"
     now = _dt.datetime.now(_dt.timezone.utc)
     lines = [
         f"# corpus job throughput: satkern analyze vs eager output_attentions + torch statistics",
         "",
         f"- date: {now:%Y-%m-%d %H:%M} UTC{'  (--quick smoke run)' if args.quick else ''}",
-        f"- device: {device}; machine shared with other jobs: numbers are provisional",
+        f"- device: {device}; load average (1 min) at start {load_at_start:.1f}",
         f"- versions: torch {torch.__version__}, satkern {satkern.__version__}, python {platform.python_version()}; "
         f"commit {s['git_commit']}",
         f"- model: {args.model} (random weights), {L} layers x {H} heads; backend asked {args.backend}, "
