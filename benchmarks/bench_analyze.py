@@ -110,7 +110,7 @@ def eager_job(sm, manifest: Path, budget: float, workers: int, fold: bool):
         waves = [i.waveform for i in items]
         inputs, frames = sm.prepare(waves)
         with torch.inference_mode():
-            att = sm.model(**inputs, output_attentions=True).attentions
+            att = sm.forward(inputs, output_attentions=True).attentions
             A = torch.stack(att, 1)  # [B, L, H, T, T]
             B, L, H, T, _ = A.shape
             idx = torch.arange(T)

@@ -268,14 +268,6 @@ def _analyze(config, dist, model, on_batch, log, t_start, satkern, load_model) -
             f"seed {config.seed});\nthe numbers below describe an untrained network, not a trained SAT.\n" + "=" * 72)
     rate = int(model.sample_rate)
     notes = []
-    if model.family == "hf" and getattr(model.model.config, "feat_extract_norm", None) == "group" \
-            and config.budget_seconds > 0:
-        # GroupNorm over time in the first conv layer sees the zero padding of a batch: an utterance's
-        # features (hence its metrics, ~1e-4) depend on what it was batched with
-        notes.append("the model's convolutional feature extractor normalizes over time (GroupNorm), so padded "
-                     "batches change each utterance's features slightly; --budget-seconds 0 runs every "
-                     "utterance alone (exact, slower)")
-        log("satkern analyze: note: " + notes[-1])
 
     label_index = {l: i for i, l in enumerate(labels)}
     utts = corpus.utterances
@@ -409,7 +401,7 @@ def _analyze(config, dist, model, on_batch, log, t_start, satkern, load_model) -
                         W[i, :n] = frame_label_weights(g.segments, len(g.waveform), model.frame_stride, n, label_index)
                     h.set_labels(W.to(device))
                 with torch.inference_mode():
-                    model.model(**inputs)
+                    model.forward(inputs)  # GroupNorm front ends run per utterance: batching changes nothing
                 m = h.metrics
                 lengths = h.lengths
                 prm = (h.prm_counts, h.prm_base) if use_labels else None

@@ -94,6 +94,45 @@ class SpeechModel:
             return n // int(getattr(cfg, "squeeze_factor", 1) or 1)
         return int(self.prepare([torch.zeros(int(num_samples))])[1][0])
 
+    def forward(self, inputs: dict, **kwargs):
+        """``model(**inputs, **kwargs)`` for a batch from :meth:`prepare`, batched exactly as each utterance alone.
+
+        transformers front ends with ``feat_extract_norm="group"`` (HuBERT-base, wav2vec2-base)
+        normalize their first convolution over time, so zero padding would change every shorter
+        utterance's features. For those, the convolutional feature encoder runs once per
+        utterance on its own samples (the rest of the model still runs batched; padded frames
+        are zeroed by the encoder before they can reach a valid frame).
+        """
+        encoder = self._group_norm_feature_encoder()
+        if encoder is None or "attention_mask" not in inputs or inputs["input_values"].shape[0] == 1:
+            return self.model(**inputs, **kwargs)
+        samples = inputs["attention_mask"].sum(-1).tolist()
+        batched = encoder.forward
+
+        def per_utterance(input_values):
+            frames = _hf.conv_frames(self.model.config, input_values.shape[-1])  # of the padded length
+            ones = [batched(input_values[i:i + 1, :int(n)]) for i, n in enumerate(samples)]  # [1, C, T_i]
+            out = ones[0].new_zeros((len(ones), ones[0].shape[1], frames))
+            for i, one in enumerate(ones):
+                out[i, :, :one.shape[-1]] = one[0]
+            return out
+
+        encoder.forward = per_utterance
+        try:
+            return self.model(**inputs, **kwargs)
+        finally:
+            del encoder.forward  # back to the class's forward
+
+    __call__ = forward
+
+    def _group_norm_feature_encoder(self) -> Optional[nn.Module]:
+        if self.family != "hf" or getattr(self.model.config, "feat_extract_norm", None) != "group":
+            return None
+        for module in self.model.modules():
+            if type(module).__name__.endswith("FeatureEncoder"):
+                return module
+        return None
+
     def prepare(self, waveforms) -> Tuple[dict, torch.Tensor]:
         waves = [torch.as_tensor(w, dtype=torch.float32).flatten() for w in waveforms]
         if not waves:

@@ -101,13 +101,13 @@ def test_every_number_against_eager_maps(full_run, reference, model):
     assert not list(out.glob(".*tmp*"))  # atomic writes leave no temporaries
 
 
-def _s3prl_check(tmp_path, name, budget):
+def _family_check(tmp_path, name, budget, family="s3prl"):
     sm = tiny_model(name=name)
     ref_all = EagerReference(sm)
     n = 6
     s = analyze(AnalyzeConfig(model=name, corpus=str(FIXTURE), out=str(tmp_path), progress=False,
                               budget_seconds=budget, max_utterances=n), model=sm)
-    assert s["model"]["family"] == "s3prl"
+    assert s["model"]["family"] == family
     ref = ref_all.corpus(sorted(ref_all.rows)[:n])
     df = _heads(tmp_path)
     L, H = ref["G"].shape
@@ -122,11 +122,11 @@ def _s3prl_check(tmp_path, name, budget):
 
 def test_s3prl_family_against_eager_maps(tmp_path):
     """Mockingjay (s3prl family), one utterance per batch: every head metric and PRM sum."""
-    _s3prl_check(tmp_path, "tiny-mockingjay-base", budget=0.1)
+    _family_check(tmp_path, "tiny-mockingjay-base", budget=0.1)
 
 
 def test_s3prl_family_batched(tmp_path):
-    _s3prl_check(tmp_path, "tiny-mockingjay-base", budget=5.0)
+    _family_check(tmp_path, "tiny-mockingjay-base", budget=5.0)
 
 
 def test_fold_39_labels(tmp_path, model):
@@ -355,3 +355,8 @@ def test_librispeech_with_mfa_textgrids_equals_timit_layout(tmp_path, model):
     assert za["labels"].tolist() == zb["labels"].tolist()
     _close("P_base", zb["P_base"], za["P_base"], atol=1e-12)
     _close("P_counts", zb["P_counts"], za["P_counts"], atol=1e-8)
+
+
+def test_group_norm_model_batched_against_eager_maps(tmp_path):
+    """HuBERT-base-style GroupNorm front end in padded batches: equal to each utterance run alone."""
+    _family_check(tmp_path, "tiny-hubert-base", budget=5.0, family="hf")

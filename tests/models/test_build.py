@@ -130,3 +130,28 @@ def test_s3prl_training_dropout_refused():
     with satkern.patch(model, backend="auto"):
         with pytest.raises(RuntimeError, match="training mode with attention dropout"):
             model(**inputs)
+
+
+@pytest.mark.parametrize("name", ["tiny-hubert-base", "tiny-wav2vec2-base"])
+def test_group_norm_front_end_batched_equals_alone(name):
+    """SpeechModel.forward runs GroupNorm feature encoders per utterance: a padded batch gives each
+    utterance exactly what it gives alone (plain model(**inputs) does not)."""
+    sm = load_model(name)
+    assert sm.model.config.feat_extract_norm == "group"
+    g = torch.Generator().manual_seed(1)
+    waves = [torch.randn(n, generator=g) for n in (16000, 6000, 9100)]
+    inputs, frames = sm.prepare(waves)
+    with torch.no_grad():
+        batched = sm.forward(inputs).last_hidden_state
+        naive = sm.model(**inputs).last_hidden_state
+        naive_err, err = 0.0, 0.0
+        for i, w in enumerate(waves):
+            one_inputs, one_frames = sm.prepare([w])
+            alone = sm.forward(one_inputs).last_hidden_state[0]
+            n = int(frames[i])
+            assert n == int(one_frames[0])
+            err = max(err, float((batched[i, :n] - alone[:n]).abs().max()))
+            naive_err = max(naive_err, float((naive[i, :n] - alone[:n]).abs().max()))
+    assert err < 1e-5, f"batched vs alone: {err:.2e}"
+    assert naive_err > 100 * max(err, 1e-7), "the test model does not show the GroupNorm padding effect"
+    assert "forward" not in vars(sm.model.feature_extractor)  # the per-utterance wrapper is gone
