@@ -21,9 +21,9 @@ class Backend:
     """A backend of ``satkern.attention``.
 
     Subclasses set ``name`` and ``priority`` (higher wins under ``"auto"``) and
-    implement :meth:`reasons` and :meth:`run`. ``rtol``/``atol`` per dtype are the
-    tolerances tests hold the backend to against the float64 reference; ``None``
-    means "use the rule: at most 2x the error of plain PyTorch in that dtype".
+    implement :meth:`reasons` and :meth:`run`. Tests hold every backend to the rule in
+    :mod:`satkern.ops.testing`: error against the float64 reference at most ~2x that of
+    plain PyTorch in the same dtype.
     """
 
     name: str = ""
