@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from ..metrics import METRIC_STATS, HeadMetrics, head_metrics
-from ..ops import SPAN_MODES, STAT_NAMES, attention
+from ..ops import SPAN_MODES, STAT_NAMES, attention, backends
 
 # attention module -> the Patch that owns it (one patch per module at a time)
 _OWNER: Dict[nn.Module, "Patch"] = {}
@@ -153,6 +153,9 @@ class Patch:
             raise ValueError(f"satkern.patch: argument 'span_mode' must be one of {SPAN_MODES}; got {span_mode!r}")
         if not isinstance(backend, str):
             raise TypeError(f"satkern.patch: argument 'backend' must be a string; got {type(backend).__name__}")
+        if backend != "auto" and backend not in backends():
+            raise ValueError(f"satkern.patch: argument 'backend' must be 'auto' or one of {sorted(backends())}; "
+                             f"got {backend!r}")
         self.model = model
         self.stats = frozenset(stats)
         self.span_mode = span_mode

@@ -287,6 +287,10 @@ def test_patch_errors_and_double_patch():
         satkern.patch(model, stats=("entropy", "bogus"))
     with pytest.raises(TypeError, match="no supported self-attention"):
         satkern.patch(torch.nn.Linear(2, 2))
+    with pytest.raises(ValueError, match="'backend' must be 'auto' or one of"):
+        satkern.patch(model, backend="magic")
+    with pytest.raises(ValueError, match="'span_mode'"):
+        satkern.patch(model, span=2, span_mode="clip")
     h = satkern.patch(model, backend=BACKEND)
     with pytest.raises(RuntimeError, match="already patched"):
         satkern.patch(model)
