@@ -330,14 +330,14 @@ class Patch:
         lengths = res.lengths
         if layer not in self._lengths:
             self._lengths[layer] = []
-        self._lengths[layer].append(lengths.detach().to("cpu"))
+        self._lengths[layer].append(lengths.detach())  # kept on the device: no sync per layer
         if self._which:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # empty utterances: NaN, warned once below
                 m = head_metrics(res, lengths=lengths, which=self._which)
             rows = self._rows.setdefault(layer, {w: [] for w in self._which})
             for w in self._which:
-                rows[w].append(getattr(m, w).detach().to(device="cpu", dtype=torch.float32))
+                rows[w].append(getattr(m, w).detach().to(torch.float32))
             if layer == 0 and bool((lengths == 0).any()):
                 warnings.warn("satkern.patch: utterances of length 0 have no metrics (NaN)", stacklevel=4)
         if W is not None:
@@ -373,7 +373,7 @@ class Patch:
     def lengths(self) -> torch.Tensor:
         """Attention frames per utterance seen, int64 ``[U]``."""
         parts = self._lengths.get(0, [])
-        return torch.cat(parts) if parts else torch.zeros(0, dtype=torch.int64)
+        return torch.cat(parts).cpu() if parts else torch.zeros(0, dtype=torch.int64)
 
     @property
     def metrics(self) -> HeadMetrics:
@@ -389,7 +389,7 @@ class Patch:
             per_layer = []
             for l in range(self.num_layers):
                 parts = self._rows.get(l, {}).get(w, [])
-                per_layer.append(torch.cat(parts) if parts else torch.zeros(0, self.num_heads))
+                per_layer.append(torch.cat(parts).cpu() if parts else torch.zeros(0, self.num_heads))
             setattr(out, w, torch.stack(per_layer, dim=1))
         return out
 
