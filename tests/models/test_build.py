@@ -77,7 +77,6 @@ def test_load_model_errors(tmp_path):
 
 @pytest.mark.parametrize("name", list(S3PRL_NAMES) + ["tiny-" + n for n in S3PRL_NAMES])
 def test_s3prl_names(name):
-    pytest.importorskip("satkern.models.s3prl")
     model = build(name)
     assert not model.training
     if name.startswith("tiny-"):
@@ -94,7 +93,6 @@ def test_s3prl_names(name):
 
 @pytest.mark.parametrize("name", ["tiny-mockingjay-base", "tiny-tera-base", "tiny-audio-albert-base"])
 def test_s3prl_patch_equals_eager_and_metrics_match_maps(name):
-    pytest.importorskip("satkern.models.s3prl")
     from satkern.metrics import head_metrics_from_map
 
     torch.manual_seed(0)
@@ -123,7 +121,6 @@ def test_s3prl_patch_equals_eager_and_metrics_match_maps(name):
 
 
 def test_s3prl_training_dropout_refused():
-    pytest.importorskip("satkern.models.s3prl")
     model = build("tiny-tera-base", attention_probs_dropout_prob=0.1)
     inputs, _ = load_model("tiny-tera-base").prepare([torch.randn(4000)])
     model.train()
