@@ -305,7 +305,7 @@ def test_nan_in_key_renorm_affects_only_rows_in_band():
 
 # ---- property-based
 
-hypothesis = pytest.importorskip("hypothesis")
+import hypothesis  # noqa: E402  (a test dependency: requirements-dev.txt)
 from hypothesis import given, settings, strategies as st  # noqa: E402
 
 

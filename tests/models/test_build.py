@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-pytest.importorskip("transformers")
+import transformers  # noqa: E402,F401  (a test dependency: requirements-dev.txt)
 
 import satkern  # noqa: E402
 from satkern.models import S3PRL_NAMES, SpeechModel, build, load_model, names  # noqa: E402

@@ -8,7 +8,7 @@ eager map. Tiny configs, float32, CPU.
 import pytest
 import torch
 
-pytest.importorskip("transformers")
+import transformers  # noqa: E402,F401  (a test dependency: requirements-dev.txt)
 import transformers  # noqa: E402
 from transformers import AttentionInterface  # noqa: E402
 from transformers.masking_utils import AttentionMaskInterface, eager_mask  # noqa: E402

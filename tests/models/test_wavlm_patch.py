@@ -10,7 +10,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-pytest.importorskip("transformers")
+import transformers  # noqa: E402,F401  (a test dependency: requirements-dev.txt)
 
 import satkern  # noqa: E402
 from satkern.metrics import head_metrics_from_map  # noqa: E402
