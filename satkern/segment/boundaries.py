@@ -123,18 +123,25 @@ def _run_bounds(K: torch.Tensor, eps: torch.Tensor) -> Tuple[torch.Tensor, torch
     ``K [T, T]``, ``eps [..., T]`` -> ``l, r`` int64 ``[..., T]``: ``r_i`` is the first ``k >= i``
     with ``K[i, k] <= eps_i`` (``T`` if none), ``l_i`` the last ``k <= i`` with it (``-1`` if none).
     Then ``Kf[i, j] = 1`` iff ``l_i < j < r_i`` (empty when ``K[i, i] <= eps_i``: ``l_i = r_i = i``).
+
+    Every ``K[i, i..k]`` exceeds ``eps_i`` iff their minimum does, so the running minimum outward
+    from the diagonal (a cumulative min; independent of ``eps``) is computed once, and each run
+    length is a binary search in it (``searchsorted``): any number of thresholds at O(T log T) each.
     """
     T = K.shape[-1]
-    itype = torch.int32 if T < 2 ** 31 - 1 else torch.int64  # 4-byte indices halve the [.., T, T] temporaries
-    idx = torch.arange(T, device=K.device, dtype=itype)
-    fails = ~(K > eps[..., :, None])  # [..., T, T]; NaN counts as a failure
-    right = idx[None, :] >= idx[:, None]
-    left = idx[None, :] <= idx[:, None]
-    big = torch.full((), T, dtype=itype, device=K.device)
-    neg = torch.full((), -1, dtype=itype, device=K.device)
-    r = torch.where(fails & right, idx, big).amin(dim=-1)
-    l = torch.where(fails & left, idx, neg).amax(dim=-1)
-    return l.to(torch.int64), r.to(torch.int64)
+    lead = eps.shape[:-1]
+    idx = torch.arange(T, device=K.device)
+    inf = torch.tensor(float("inf"), dtype=K.dtype, device=K.device)
+    # right: min K[i, i..k] for k >= i (+inf before the diagonal); negated it is non-decreasing
+    right = torch.where(idx[None, :] >= idx[:, None], K, inf).cummin(dim=-1).values.neg_()
+    # left: the same on the column-flipped rows, column c <-> k = T-1-c, min K[i, k..i] for k <= i
+    left = torch.where(idx[None, :] >= (T - 1 - idx)[:, None], K.flip(-1), inf).cummin(dim=-1).values.neg_()
+    thr = (-eps).reshape(-1, T).t().contiguous()  # [T, n]: one row of thresholds per frame
+    # entries < -eps_i: the +inf padding (-inf after negation) plus the run's frames
+    r = torch.searchsorted(right, thr, side="left")  # = i + run length to the right
+    nl = torch.searchsorted(left, thr, side="left")  # = (T-1-i) + run length to the left
+    l = (T - 1) - nl
+    return l.t().reshape(*lead, T), r.t().reshape(*lead, T)
 
 
 def _row_thresholds(K: torch.Tensor, beta) -> torch.Tensor:
