@@ -81,34 +81,48 @@ def upsample_map(A: torch.Tensor, factor: int) -> torch.Tensor:
 # ---------------------------------------------------------------------------------------------
 # steps 1-4
 # ---------------------------------------------------------------------------------------------
+# below this many rows the Gram matrix is one GEMM; above, its symmetry saves a third of the work
+_GRAM_SPLIT_MIN_ROWS = 256
+
+
+def _gram(v: torch.Tensor) -> torch.Tensor:
+    """``v v^T`` ``[T, T]`` from its upper block rows only (the Gram matrix is symmetric): the first
+    half of the rows against all rows, the lower-left block mirrored, the lower-right block by
+    recursion -- about 2/3 of the multiply-adds of one full GEMM."""
+    T = v.shape[0]
+    if T < _GRAM_SPLIT_MIN_ROWS:
+        return v @ v.t()
+    h = T // 2
+    G = v.new_empty((T, T))
+    torch.mm(v[:h], v.t(), out=G[:h])  # the first h rows of G are contiguous
+    G[h:, :h] = G[:h, h:].t()
+    G[h:, h:] = _gram(v[h:])
+    return G
+
+
 def pairwise_distances(v: torch.Tensor) -> torch.Tensor:
     """Euclidean distances ``d[i, j] = ||v_i - v_j||_2`` ``[T, T]`` in ``v``'s dtype.
 
     One GEMM (``|x|^2 + |y|^2 - 2 x.y``); pairs within rounding of 0 (identical or nearly
-    identical rows, the diagonal) are recomputed by direct differences, so equal rows are exactly 0
-    apart and the matrix is exactly symmetric.
+    identical rows, the diagonal) are recomputed by direct differences, so equal rows are
+    exactly 0 apart (``K = 1`` exactly) as a plain loop computes them.
     """
     v = _check_rows(v)
     T, F = v.shape
     if T == 0:
         return v.new_zeros((0, 0))
     sq = (v * v).sum(dim=-1)
-    d2 = sq[:, None] + sq[None, :] - 2.0 * (v @ v.t())
-    d2 = d2.clamp_min_(0.0)
-    eps = torch.finfo(v.dtype).eps
-    near = d2 <= _GRAM_REFINE_ULPS * max(F, 1) * eps * (sq[:, None] + sq[None, :])
-    near = near & torch.ones_like(near).triu_()  # one of each symmetric pair (and the diagonal)
+    both = sq[:, None] + sq[None, :]
+    G = _gram(v)
+    d2 = torch.add(both, G, alpha=-2.0, out=G)  # |x|^2 + |y|^2 - 2 x.y, in place
+    near = d2 <= both.mul_(_GRAM_REFINE_ULPS * max(F, 1) * torch.finfo(v.dtype).eps)
     i, j = near.nonzero(as_tuple=True)
     if i.numel():
         # chunked so that the differences of many near pairs (all-equal rows) stay small in memory
         step = max(1, (1 << 22) // max(F, 1))
-        exact = torch.cat([((v[i[s:s + step]] - v[j[s:s + step]]) ** 2).sum(-1)
-                           for s in range(0, i.numel(), step)])
-        d2[i, j] = exact
-        d2[j, i] = exact
-    iu = torch.ones_like(d2, dtype=torch.bool).triu_(1)
-    d2 = torch.where(iu, d2, d2.t())  # exact symmetry: the lower triangle mirrors the upper
-    return d2.sqrt_()
+        d2[i, j] = torch.cat([((v[i[s:s + step]] - v[j[s:s + step]]) ** 2).sum(-1)
+                              for s in range(0, i.numel(), step)])
+    return d2.clamp_min_(0.0).sqrt_()
 
 
 def kernel_gram(v: torch.Tensor, alpha: float) -> torch.Tensor:
@@ -123,15 +137,16 @@ def _run_bounds(K: torch.Tensor, eps: torch.Tensor) -> Tuple[torch.Tensor, torch
     ``K [T, T]``, ``eps [..., T]`` -> ``l, r`` int64 ``[..., T]``: ``r_i`` is the first ``k >= i``
     with ``K[i, k] <= eps_i`` (``T`` if none), ``l_i`` the last ``k <= i`` with it (``-1`` if none).
     Then ``Kf[i, j] = 1`` iff ``l_i < j < r_i`` (empty when ``K[i, i] <= eps_i``: ``l_i = r_i = i``).
-
-    Every ``K[i, i..k]`` exceeds ``eps_i`` iff their minimum does, so the running minimum outward
-    from the diagonal (a cumulative min; independent of ``eps``) is computed once, and each run
-    length is a binary search in it (``searchsorted``): any number of thresholds at O(T log T) each.
     """
     T = K.shape[-1]
     lead = eps.shape[:-1]
+    if eps.reshape(-1, T).shape[0] <= _DIRECT_MAX_THRESHOLDS:
+        return _run_bounds_direct(K, eps)
     idx = torch.arange(T, device=K.device)
     inf = torch.tensor(float("inf"), dtype=K.dtype, device=K.device)
+    # Every K[i, i..k] exceeds eps_i iff their minimum does: the running minimum outward from the
+    # diagonal (a cumulative min, independent of eps) is computed once, and each run length is a
+    # binary search in it -- any number of thresholds at O(T log T) each.
     # right: min K[i, i..k] for k >= i (+inf before the diagonal); negated it is non-decreasing
     right = torch.where(idx[None, :] >= idx[:, None], K, inf).cummin(dim=-1).values.neg_()
     # left: the same on the column-flipped rows, column c <-> k = T-1-c, min K[i, k..i] for k <= i
@@ -142,6 +157,23 @@ def _run_bounds(K: torch.Tensor, eps: torch.Tensor) -> Tuple[torch.Tensor, torch
     nl = torch.searchsorted(left, thr, side="left")  # = (T-1-i) + run length to the left
     l = (T - 1) - nl
     return l.t().reshape(*lead, T), r.t().reshape(*lead, T)
+
+
+# up to this many thresholds per row, the runs are found directly (two masked reductions per
+# threshold); beyond, one cumulative minimum shared by all thresholds plus binary searches is faster
+_DIRECT_MAX_THRESHOLDS = 3
+
+
+def _run_bounds_direct(K: torch.Tensor, eps: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+    T = K.shape[-1]
+    itype = torch.int32 if T < 2 ** 31 - 1 else torch.int64  # 4-byte indices halve the [.., T, T] temporaries
+    idx = torch.arange(T, device=K.device, dtype=itype)
+    fails = ~(K > eps[..., :, None])  # [..., T, T]; NaN counts as a failure
+    big = torch.full((), T, dtype=itype, device=K.device)
+    neg = torch.full((), -1, dtype=itype, device=K.device)
+    r = torch.where(fails & (idx[None, :] >= idx[:, None]), idx, big).amin(dim=-1)
+    l = torch.where(fails & (idx[None, :] <= idx[:, None]), idx, neg).amax(dim=-1)
+    return l.to(torch.int64), r.to(torch.int64)
 
 
 def _row_thresholds(K: torch.Tensor, beta) -> torch.Tensor:
