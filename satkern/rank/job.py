@@ -84,8 +84,14 @@ class RankResumeError(ValueError):
 # ----------------------------------------------------------------------------------- validation
 def validate_config(c: RankConfig) -> None:
     """Every argument checked before any work (a bad one never stops a run midway)."""
-    check_orders(c.orders)
-    check_tasks(c.tasks)
+    try:
+        check_orders(c.orders)
+    except ValueError as e:
+        raise ValueError(f"argument --by: {e}") from None
+    try:
+        check_tasks(c.tasks)
+    except ValueError as e:
+        raise ValueError(f"argument --tasks: {e}") from None
     if isinstance(c.step, bool) or not isinstance(c.step, int) or c.step < 1:
         raise ValueError(f"argument --step: must be a positive int (heads pruned per step); got {c.step!r}")
     if "random" in c.orders and (isinstance(c.random_seeds, bool) or not isinstance(c.random_seeds, int)
@@ -169,10 +175,14 @@ def limit_seconds(utterances, seconds: Optional[float]):
 def _write_figure(fig, base: Path) -> List[str]:
     from ..analysis.output import atomic_write_bytes
 
+    import matplotlib
+
     names = []
     for ext, meta in (("png", {"Software": None}), ("svg", {"Date": None})):
         buf = io.BytesIO()
-        fig.savefig(buf, format=ext, metadata=meta, dpi=120)
+        # no date, no software stamp, fixed SVG element ids: the same curves give the same bytes
+        with matplotlib.rc_context({"svg.hashsalt": "satkern-rank"}):
+            fig.savefig(buf, format=ext, metadata=meta, dpi=120)
         atomic_write_bytes(base.with_suffix("." + ext), buf.getvalue())
         names.append(base.name + "." + ext)
     return names
@@ -199,9 +209,9 @@ def rank(config: RankConfig, *, model=None, spec_head=None, on_point: Optional[C
     ``spec_head``: its pre-training head (else read from the checkpoint file ``config.model``, if any);
     ``on_point(info)``: called after every point (tests raise there to simulate a kill).
     """
+    validate_config(config)
     config.orders = check_orders(config.orders)
     config.tasks = check_tasks(config.tasks)
-    validate_config(config)
     threads_before = torch.get_num_threads()
     if config.threads is not None:
         torch.set_num_threads(config.threads)
