@@ -41,6 +41,10 @@ def _add_analyze_args(ap: argparse.ArgumentParser, *, demo: bool = False) -> Non
     ap.add_argument("--max-utterances", type=int, help="analyze only the first N utterances (by id)")
     ap.add_argument("--seed", type=int, default=0, help="seed for random-weight built-in models (default 0)")
     ap.add_argument("--trust-checkpoint", action="store_true", help="allow pickled s3prl checkpoints (runs their code)")
+    ap.add_argument("--min-seconds", type=float, default=0.25,
+                    help="skip clips shorter than this many seconds, with a reason (default 0.25)")
+    ap.add_argument("--keep-checkpoint", action="store_true",
+                    help="keep DIR/checkpoint/ after a successful run (default: removed once the outputs are written)")
     ap.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -54,7 +58,8 @@ def _config(args, *, model: str, corpus: str, out: str):
         fold_39=args.fold_39, layout=args.layout, alignments=args.alignments, phone_tier=args.phone_tier,
         phone_relations=not args.no_phone_relations, allow_resample=not args.no_resample,
         checkpoint_seconds=args.checkpoint_seconds, max_utterances=args.max_utterances, seed=args.seed,
-        progress=not args.no_progress and sys.stderr.isatty(), trust_checkpoint=args.trust_checkpoint)
+        progress=not args.no_progress and sys.stderr.isatty(), trust_checkpoint=args.trust_checkpoint,
+        min_seconds=args.min_seconds, keep_checkpoint=args.keep_checkpoint)
 
 
 def print_report(out: Path, summary: dict, file=sys.stdout) -> None:
@@ -75,6 +80,9 @@ def print_report(out: Path, summary: dict, file=sys.stdout) -> None:
     if summary.get("categories"):
         cats = ", ".join(f"{k} {v}" for k, v in summary["categories"].items())
         print(f"\ncategories: {cats}", file=file)
+        print("  (a head's category is the metric it ranks best by among this model's heads, so every model, a "
+              "random one too,\n   gets about a third of each; V and D are negated entropy and distance, so the "
+              "larger (closer to 0),\n   the more vertical / diagonal; definitions in docs/METRICS.md)", file=file)
     if summary["skipped"]:
         print(f"skipped {len(summary['skipped'])} files (reasons in summary.json)", file=file)
     thr = summary.get("throughput_audio_s_per_s")

@@ -193,10 +193,16 @@ def load_model(spec: str, *, trust_checkpoint: bool = False) -> SpeechModel:
     """
     spec = os.fspath(spec)
     if os.path.isdir(spec):
-        if not os.path.isfile(os.path.join(spec, "config.json")):
-            raise FileNotFoundError(f"satkern.models.load_model: {spec!r} is a directory without config.json "
-                                    f"(expected a transformers model directory)")
-        model = _hf.load_hf(spec)
+        config_file = os.path.join(spec, "config.json")
+        if not os.path.isfile(config_file):
+            raise FileNotFoundError(f"model folder {spec!r} has no config.json (expected a transformers model folder "
+                                    f"with config.json and the weights)")
+        _check_json(config_file)
+        try:
+            model = _hf.load_hf(spec)
+        except (OSError, ValueError, KeyError) as e:  # transformers: unknown model_type, missing weights, ...
+            why = " ".join(str(e).split())
+            raise ValueError(f"model folder {spec!r} cannot be loaded by transformers: {why}") from None
         return _hf_speech_model(model, os.path.basename(os.path.normpath(spec)), False, spec)
     if os.path.isfile(spec):
         from .s3prl import load_s3prl_checkpoint
@@ -208,8 +214,39 @@ def load_model(spec: str, *, trust_checkpoint: bool = False) -> SpeechModel:
         if _is_s3prl_name(spec):
             return _s3prl_speech_model(model, spec, True)
         return _hf_speech_model(model, spec, True)
-    raise ValueError(f"satkern.models.load_model: {spec!r} is neither a model directory, a checkpoint file, nor a "
-                     f"built-in name ({', '.join(names())})")
+    raise _not_found(spec)
+
+
+def _check_json(path: str) -> None:
+    """A config file that is not valid JSON, as one line naming the file, line and column."""
+    import json
+
+    try:
+        with open(path, encoding="utf-8") as f:
+            json.load(f)
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ValueError(f"{path} is not valid JSON ({e}); fix the file or download the model folder again") from None
+
+
+def _looks_like_hub_id(spec: str) -> bool:
+    """``owner/name`` as on the Hugging Face hub: one slash, no path-like start, no file suffix."""
+    import re
+
+    return bool(re.fullmatch(r"[A-Za-z0-9][\w.-]*/[\w.-]+", spec)) and not spec.endswith(
+        (".ckpt", ".pt", ".pth", ".bin", ".safetensors"))
+
+
+def _not_found(spec: str) -> Exception:
+    """The error for a model spec that is no folder, no file and no built-in name."""
+    if _looks_like_hub_id(spec):
+        return FileNotFoundError(
+            f"model {spec!r} does not exist here; it looks like a Hugging Face hub id, and satkern never downloads: "
+            f"download it yourself (e.g. `huggingface-cli download {spec} --local-dir DIR`) and pass the folder")
+    if os.sep in spec or (os.altsep and os.altsep in spec) or spec.startswith((".", "~")) or os.path.splitext(spec)[1]:
+        return FileNotFoundError(f"model path {spec!r} does not exist (expected a transformers model folder or an "
+                                 f"s3prl checkpoint file)")
+    return ValueError(f"model {spec!r} does not exist as a path and is not a built-in name; pass a transformers "
+                      f"model folder, an s3prl checkpoint file, or one of: {', '.join(names())}")
 
 
 __all__ = ["build", "load_model", "SpeechModel", "names", "S3PRL_NAMES"]

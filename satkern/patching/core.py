@@ -352,6 +352,9 @@ class Patch:
                          torch.zeros((), dtype=torch.float64, device=lengths.device))
         nonempty = lengths > 0
         Tf = torch.where(nonempty, lengths, torch.ones_like(lengths)).to(torch.float64)
+        # an utterance with no labelled frame (all-zero rows: e.g. no alignment) adds nothing to the sums
+        # and is not counted among the utterances of the relation maps
+        labelled = nonempty & (Wm.sum((1, 2)) > 0)
         if self.prm_counts is None:
             self.prm_counts = torch.zeros(self.num_layers, self.num_heads, Y, Y, dtype=torch.float64)
             self.prm_base = torch.zeros(Y, Y, dtype=torch.float64)
@@ -362,7 +365,7 @@ class Patch:
             col = Wm.sum(1)  # [B, Y] = W^T 1
             base = col[:, :, None] * col[:, None, :] / (Tf * Tf)[:, None, None]
             self.prm_base += base[nonempty].sum(0).to("cpu")
-            self.prm_utterances += int(nonempty.sum())
+            self.prm_utterances += int(labelled.sum())
         self._labels_used.add(layer)
         if len(self._labels_used) == self.num_layers:
             self._labels = None
