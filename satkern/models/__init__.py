@@ -94,8 +94,12 @@ class SpeechModel:
             return n // int(getattr(cfg, "squeeze_factor", 1) or 1)
         return int(self.prepare([torch.zeros(int(num_samples))])[1][0])
 
-    def forward(self, inputs: dict, **kwargs):
+    def forward(self, inputs, attention_mask: Optional[torch.Tensor] = None, **kwargs):
         """``model(**inputs, **kwargs)`` for a batch from :meth:`prepare`, batched exactly as each utterance alone.
+
+        ``inputs`` is the dict :meth:`prepare` returns; for transformers models also the padded
+        waveforms ``input_values [B, N]`` with ``attention_mask`` (1 = valid sample), as
+        ``model(input_values, attention_mask=mask)`` (a prefix mask: samples first, padding after).
 
         transformers front ends with ``feat_extract_norm="group"`` (HuBERT-base, wav2vec2-base)
         normalize their first convolution over time, so zero padding would change every shorter
@@ -103,6 +107,18 @@ class SpeechModel:
         utterance on its own samples (the rest of the model still runs batched; padded frames
         are zeroed by the encoder before they can reach a valid frame).
         """
+        if isinstance(inputs, torch.Tensor):
+            if self.family != "hf":
+                raise TypeError(f"SpeechModel.forward: an s3prl model takes the dict from .prepare(waveforms); "
+                                f"got a {type(inputs).__name__}")
+            inputs = {"input_values": inputs}
+            if attention_mask is not None:
+                inputs["attention_mask"] = attention_mask
+        elif not isinstance(inputs, dict):
+            raise TypeError(f"SpeechModel.forward: expected the dict from .prepare(waveforms) (or, for transformers "
+                            f"models, a tensor input_values); got {type(inputs).__name__}")
+        elif attention_mask is not None:
+            raise TypeError("SpeechModel.forward: attention_mask is already in the dict from .prepare(waveforms)")
         encoder = self._group_norm_feature_encoder()
         if encoder is None or "attention_mask" not in inputs or inputs["input_values"].shape[0] == 1:
             return self.model(**inputs, **kwargs)

@@ -1,6 +1,7 @@
 """The model-independent part of patching: :class:`Patch`, the capture and the refinement.
 
-A model adapter (``hf.py``, ``s3prl.py``) finds the self-attention modules of a
+This module knows no model family and imports no adapter. A model adapter
+(``hf.py``, ``s3prl.py``; each holds its own table of what it patches) finds the self-attention modules of a
 model, hands them to :class:`Patch` in model order, and reroutes each module's
 attention core to :meth:`Patch.run`, which calls :func:`satkern.attention` with the
 layer's refinement (pruned heads, span) and turns the per-row statistics the kernel
@@ -190,10 +191,12 @@ class Patch:
                 self._modules.append(m)
             self._num_slots += 1
 
-    def _finish_setup(self) -> None:
+    def _finish_setup(self, supported: str = "") -> None:
+        """Check the layers the adapters found; ``supported`` (what the adapters know, for the error
+        message) comes from them: the core knows no model family."""
         if not self._modules:
             raise TypeError(f"satkern.patch: found no supported self-attention module in "
-                            f"{type(self.model).__name__}; supported: {supported_description()}")
+                            f"{type(self.model).__name__}" + (f"; supported: {supported}" if supported else ""))
         heads = sorted({num_heads_of(m) for m in self._modules})
         if len(heads) != 1:
             raise ValueError(f"satkern.patch: layers have different head counts {heads}; unsupported")
@@ -425,7 +428,3 @@ class Patch:
                 f"{getattr(self, 'num_heads', '?')} heads, stats={sorted(self.stats)}, backend={self.backend!r}>")
 
 
-def supported_description() -> str:
-    from .hf import FAMILIES
-    names = ", ".join(f.model_type for f in FAMILIES)
-    return f"Hugging Face {names}; satkern.models.s3prl (Mockingjay/TERA/AudioALBERT)"

@@ -13,6 +13,8 @@ from torch import nn
 
 from .core import Patch, owner
 
+DESCRIPTION = "satkern.models.s3prl (Mockingjay/TERA/AudioALBERT)"  # what this adapter patches
+
 
 def _attention_class():
     try:

@@ -236,8 +236,8 @@ def test_kill_and_resume_equals_uninterrupted(tmp_path, model, reference):
         analyze(_cfg(out, max_utterances=SUBSET), model=model)
 
     second = []
-    s = analyze(_cfg(out, max_utterances=SUBSET, per_utterance=True, budget_seconds=3.0, resume=True),
-                model=model, on_batch=lambda i, uids: second.extend(uids))
+    s = analyze(_cfg(out, max_utterances=SUBSET, per_utterance=True, budget_seconds=3.0, resume=True,
+                     keep_checkpoint=True), model=model, on_batch=lambda i, uids: second.extend(uids))
     assert first and second and not set(first) & set(second), "finished utterances were redone"
     assert sorted(first + second) == sorted(reference.rows)[:SUBSET]
     assert s["resumed"] and s["utterances_this_run"] == len(second)
