@@ -40,7 +40,6 @@ from ..metrics import categorize
 from ..ops import STAT_NAMES, BackendUnavailable
 from ..corpus.batching import BatchDataset, plan_batches
 from ..corpus.audio import resampled_length
-from ..corpus.framing import frame_label_weights
 from ..corpus.phones import TIMIT39, fold_39
 from ..corpus.readers import collect_labels, discover_corpus
 from .accumulate import METRICS, Accumulator
@@ -80,13 +79,14 @@ class AnalyzeConfig:
     overwrite: bool = False
     min_seconds: float = 0.25  # clips shorter than this are skipped with a reason
     keep_checkpoint: bool = False  # keep DIR/checkpoint/ after a successful run
+    s3prl_whole_sequence: bool = False  # s3prl checkpoints: ignore task.sequence_length (no chunks)
 
     def fingerprint_fields(self) -> dict:
         return {"model": self.model, "corpus": os.path.abspath(self.corpus), "stats": sorted(self.stats),
                 "fold_39": self.fold_39, "layout": self.layout, "alignments": self.alignments,
                 "phone_tier": self.phone_tier, "phone_relations": self.phone_relations,
                 "allow_resample": self.allow_resample, "max_utterances": self.max_utterances, "seed": self.seed,
-                "min_seconds": self.min_seconds}
+                "min_seconds": self.min_seconds, "s3prl_whole_sequence": self.s3prl_whole_sequence}
 
 
 class ResumeError(RuntimeError):
@@ -265,7 +265,8 @@ def _analyze(config, dist, model, on_batch, log, t_start, satkern, load_model) -
     # ---------------------------------------------------------------- model
     if model is None:
         torch.manual_seed(config.seed)  # built-in names: the same random weights on every rank and rerun
-        model = load_model(config.model, trust_checkpoint=config.trust_checkpoint)
+        model = load_model(config.model, trust_checkpoint=config.trust_checkpoint,
+                           s3prl_whole_sequence=config.s3prl_whole_sequence)
     model.model.to(device).eval()
     if model.random_weights:
         log("=" * 72 + f"\nsatkern analyze: model {model.name!r} has RANDOM WEIGHTS (built-in architecture, "
@@ -302,6 +303,7 @@ def _analyze(config, dist, model, on_batch, log, t_start, satkern, load_model) -
     parts: List[str] = []
     prior_conversions: List[dict] = []
     prior_unaligned: List[str] = []
+    prior_chunked: List[str] = []
     prior_elapsed = 0.0
     if config.resume:
         paths = ck.all_paths()
@@ -325,6 +327,7 @@ def _analyze(config, dist, model, on_batch, log, t_start, satkern, load_model) -
                     parts = list(st["parts"])
                     prior_conversions = list(st.get("conversions", []))
                     prior_unaligned = list(st.get("unaligned", []))
+                    prior_chunked = list(st.get("chunked", []))
                     prior_elapsed = float(st.get("elapsed", 0.0))
             log(f"satkern analyze: resuming; {len(finished)} utterances already done")
         else:
@@ -388,6 +391,7 @@ def _analyze(config, dist, model, on_batch, log, t_start, satkern, load_model) -
     rows: List[dict] = []
     conversions: List[dict] = list(prior_conversions)  # resampled / down-mixed utterances
     unaligned_done: List[str] = list(prior_unaligned)  # analyzed without an alignment (not in the maps)
+    chunked_done: List[str] = list(prior_chunked)  # run in s3prl sequence_length chunks
     wait_s = load_s = compute_s = 0.0
     audio_seconds = 0.0  # processed in this run (this rank)
     t_run = time.perf_counter()
@@ -407,7 +411,7 @@ def _analyze(config, dist, model, on_batch, log, t_start, satkern, load_model) -
             rows = []
         ck.save({"version": CHECKPOINT_VERSION, "fingerprint": fingerprint, "acc": acc.state(),
                  "finished": mine_finished, "skipped": load_skipped, "parts": parts,
-                 "conversions": conversions, "unaligned": unaligned_done,
+                 "conversions": conversions, "unaligned": unaligned_done, "chunked": chunked_done,
                  "elapsed": prior_elapsed + time.perf_counter() - t_run})
         last_ck = time.perf_counter()
 
@@ -430,6 +434,8 @@ def _analyze(config, dist, model, on_batch, log, t_start, satkern, load_model) -
                     mine_finished.append(it_.uid)
                 else:
                     good.append(it_)
+                    if model.num_chunks(len(it_.waveform)) > 1:
+                        chunked_done.append(it_.uid)
                     if it_.source_rate != rate or it_.channels != 1:
                         conversions.append({"utterance": it_.uid, "path": it_.path, "sample_rate": it_.source_rate,
                                             "channels": it_.channels, "resampled": it_.source_rate != rate,
@@ -444,7 +450,7 @@ def _analyze(config, dist, model, on_batch, log, t_start, satkern, load_model) -
                         if g.segments is None:  # no alignment: in G/V/D/W, left out of the relation maps
                             unaligned_done.append(g.uid)
                             continue
-                        W[i, :n] = frame_label_weights(g.segments, len(g.waveform), model.frame_stride, n, label_index)
+                        W[i, :n] = model.label_weights(g.segments, len(g.waveform), label_index)
                     h.set_labels(W.to(device))
                 try:
                     with torch.inference_mode():
@@ -495,6 +501,7 @@ def _analyze(config, dist, model, on_batch, log, t_start, satkern, load_model) -
     all_parts = parts
     all_conversions = conversions
     all_unaligned = unaligned_done
+    all_chunked = chunked_done
     n_done = len(mine_finished) - n_prior
     timing = {"wait_s": wait_s, "load_s": load_s, "compute_s": compute_s, "run_s": run_s}
     if dist.enabled:
@@ -504,10 +511,11 @@ def _analyze(config, dist, model, on_batch, log, t_start, satkern, load_model) -
         gathered = [None] * dist.world
         tdist.all_gather_object(gathered, {"skipped": load_skipped, "parts": parts, "done": n_done,
                                            "timing": timing, "audio": audio_seconds, "conversions": conversions,
-                                           "unaligned": unaligned_done})
+                                           "unaligned": unaligned_done, "chunked": chunked_done})
         all_skipped = [s for g in gathered for s in g["skipped"]]
         all_conversions = [c for g in gathered for c in g["conversions"]]
         all_unaligned = [u for g in gathered for u in g["unaligned"]]
+        all_chunked = [u for g in gathered for u in g["chunked"]]
         all_parts = [p for g in gathered for p in g["parts"]]
         n_done = sum(g["done"] for g in gathered)
         audio_seconds = sum(g["audio"] for g in gathered)
@@ -536,7 +544,7 @@ def _analyze(config, dist, model, on_batch, log, t_start, satkern, load_model) -
             "model": {"spec": config.model, "name": model.name, "family": model.family,
                       "random_weights": bool(model.random_weights), "sample_rate": rate,
                       "frame_stride": model.frame_stride, "layers": acc.L, "heads": acc.H,
-                      "weights_checksum": fingerprint["weights"]},
+                      "weights_checksum": fingerprint["weights"], **_s3prl_chunking(model, all_chunked)},
             "corpus": {"path": str(config.corpus), "layout": corpus.layout, "utterances_found": found_count,
                        "alignments": bool(corpus.has_alignments), "fold_39": config.fold_39,
                        "labels": labels},
@@ -576,7 +584,11 @@ def _analyze(config, dist, model, on_batch, log, t_start, satkern, load_model) -
             f"{elapsed:.1f} s; {len(skipped)} skipped; {c['utterances_resampled']} resampled, "
             f"{c['utterances_downmixed']} down-mixed to mono"
             + (f"; {c['utterances_without_alignment']} without an alignment (not in the relation maps)"
-               if c["utterances_without_alignment"] else "") + f"; outputs in {out}")
+               if c["utterances_without_alignment"] else "")
+            + (f"; s3prl sequence_length {summary['model']['s3prl']['sequence_length']}: "
+               f"{summary['model']['s3prl']['utterances_chunked']} utterances run in chunks"
+               if summary["model"].get("s3prl", {}).get("sequence_length") and not model.model.whole_sequence
+               else "") + f"; outputs in {out}")
     if dist.enabled:
         import torch.distributed as tdist
 
@@ -586,6 +598,17 @@ def _analyze(config, dist, model, on_batch, log, t_start, satkern, load_model) -
 
         shutil.rmtree(ck.dir, ignore_errors=True)  # finished: the outputs hold everything
     return summary if summary is not None else {"rank": dist.rank}
+
+
+def _s3prl_chunking(model, chunked: List[str]) -> dict:
+    """summary.json's record of s3prl's sequence_length chunking (s3prl models only)."""
+    seq = getattr(model.model, "sequence_length", None)
+    if model.family != "s3prl" or seq is None:
+        return {}
+    mode = ("whole sequence (--s3prl-whole-sequence)" if model.model.whole_sequence else
+            "s3prl chunks (inputs longer than sequence_length run in torch.chunk pieces)") if seq else \
+        "whole sequence (no sequence_length in the checkpoint)"
+    return {"s3prl": {"sequence_length": int(seq), "mode": mode, "utterances_chunked": len(chunked)}}
 
 
 def _nothing_readable(corpus, found: int, skipped: List[dict]) -> str:

@@ -40,6 +40,9 @@ def _add_analyze_args(ap: argparse.ArgumentParser, *, demo: bool = False) -> Non
     ap.add_argument("--checkpoint-seconds", type=float, default=60.0, help="checkpoint interval (default 60 s)")
     ap.add_argument("--max-utterances", type=int, help="analyze only the first N utterances (by id)")
     ap.add_argument("--seed", type=int, default=0, help="seed for random-weight built-in models (default 0)")
+    ap.add_argument("--s3prl-whole-sequence", action="store_true",
+                    help="s3prl checkpoints: run every utterance at once; default: like s3prl, split utterances "
+                         "longer than the checkpoint's task.sequence_length into chunks")
     ap.add_argument("--trust-checkpoint", action="store_true", help="allow pickled s3prl checkpoints (runs their code)")
     ap.add_argument("--min-seconds", type=float, default=0.25,
                     help="skip clips shorter than this many seconds, with a reason (default 0.25)")
@@ -59,7 +62,8 @@ def _config(args, *, model: str, corpus: str, out: str):
         phone_relations=not args.no_phone_relations, allow_resample=not args.no_resample,
         checkpoint_seconds=args.checkpoint_seconds, max_utterances=args.max_utterances, seed=args.seed,
         progress=not args.no_progress and sys.stderr.isatty(), trust_checkpoint=args.trust_checkpoint,
-        min_seconds=args.min_seconds, keep_checkpoint=args.keep_checkpoint)
+        min_seconds=args.min_seconds, keep_checkpoint=args.keep_checkpoint,
+        s3prl_whole_sequence=args.s3prl_whole_sequence)
 
 
 def print_report(out: Path, summary: dict, file=sys.stdout) -> None:

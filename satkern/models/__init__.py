@@ -94,6 +94,33 @@ class SpeechModel:
             return n // int(getattr(cfg, "squeeze_factor", 1) or 1)
         return int(self.prepare([torch.zeros(int(num_samples))])[1][0])
 
+    def num_chunks(self, num_samples: int) -> int:
+        """Pieces an utterance of ``num_samples`` samples is run in: s3prl checkpoints split inputs
+        longer than their ``task.sequence_length`` (unless ``whole_sequence``); 1 otherwise."""
+        sizes = getattr(self.model, "chunk_sizes", None)
+        features = getattr(self.model, "features", None)
+        if sizes is None or features is None:
+            return 1
+        return len(sizes(features.num_frames(int(num_samples))))
+
+    def label_weights(self, segments, num_samples: int, label_index) -> torch.Tensor:
+        """Frame label weights ``[num_frames(num_samples), Y]`` of an utterance (the framing rule of
+        METRICS.md, :func:`satkern.corpus.framing.frame_label_weights`), chunk by chunk for an s3prl
+        input run in ``sequence_length`` chunks (each chunk's frames start at its own first sample)."""
+        from ..corpus.framing import frame_label_weights
+
+        n = int(num_samples)
+        if self.num_chunks(n) <= 1:
+            return frame_label_weights(segments, n, self.frame_stride, self.num_frames(n), label_index)
+        hop = self.model.features.hop_length
+        rows = []
+        for start, _, frames in self.model.chunk_pieces(self.model.features.num_frames(n)):
+            offset = start * hop  # the chunk's first sample
+            shifted = [((seg.start, seg.end, seg.label) if hasattr(seg, "label") else tuple(seg)) for seg in segments]
+            shifted = [(a - offset, b - offset, lab) for a, b, lab in shifted]
+            rows.append(frame_label_weights(shifted, max(n - offset, 0), self.frame_stride, frames, label_index))
+        return torch.cat(rows)
+
     def forward(self, inputs, attention_mask: Optional[torch.Tensor] = None, **kwargs):
         """``model(**inputs, **kwargs)`` for a batch from :meth:`prepare`, batched exactly as each utterance alone.
 
@@ -161,8 +188,13 @@ class SpeechModel:
                 # Frame stacking: an utterance alone keeps floor(frames / r) stacked frames, but in a
                 # padded batch s3prl would also keep its partial last group (padded with zeros). Trim
                 # every utterance to whole groups so a batch gives exactly what each utterance gives alone.
+                # (An utterance the model splits into sequence_length chunks is trimmed chunk by chunk
+                # in its forward instead.)
                 lengths = torch.as_tensor(lengths, dtype=torch.int64)
-                lengths = lengths // r * r
+                chunked = torch.tensor([len(self.model.chunk_sizes(int(n))) > 1 for n in lengths.tolist()],
+                                       dtype=torch.bool) if hasattr(self.model, "chunk_sizes") else \
+                    torch.zeros(len(lengths), dtype=torch.bool)
+                lengths = torch.where(chunked, lengths, lengths // r * r)
                 keep = torch.arange(feats.shape[1], device=feats.device)[None, :] < lengths.to(feats.device)[:, None]
                 feats = feats * keep[..., None].to(feats.dtype)
                 feats = feats[:, : int(lengths.max()) if len(lengths) else 0]
@@ -198,7 +230,7 @@ def _s3prl_speech_model(model: nn.Module, name: str, random_weights: bool) -> Sp
                        _num_frames=getattr(model, "num_frames", None))
 
 
-def load_model(spec: str, *, trust_checkpoint: bool = False) -> SpeechModel:
+def load_model(spec: str, *, trust_checkpoint: bool = False, s3prl_whole_sequence: bool = False) -> SpeechModel:
     """A :class:`SpeechModel` from a transformers model directory, an s3prl checkpoint, or a built-in name.
 
     * directory with ``config.json``: ``AutoModel.from_pretrained(local_files_only=True)``
@@ -206,6 +238,10 @@ def load_model(spec: str, *, trust_checkpoint: bool = False) -> SpeechModel:
     * file: an s3prl checkpoint, loaded safely unless ``trust_checkpoint``
       (``satkern.models.s3prl.load_s3prl_checkpoint``);
     * a built-in name (:func:`names`): random weights, ``random_weights=True``.
+
+    ``s3prl_whole_sequence``: run s3prl checkpoints on the whole input at once instead of
+    splitting inputs longer than the checkpoint's ``task.sequence_length`` into chunks as
+    s3prl's upstream does (the default).
     """
     spec = os.fspath(spec)
     if os.path.isdir(spec):
@@ -224,6 +260,7 @@ def load_model(spec: str, *, trust_checkpoint: bool = False) -> SpeechModel:
         from .s3prl import load_s3prl_checkpoint
 
         model = load_s3prl_checkpoint(spec, trust=trust_checkpoint).eval()
+        model.whole_sequence = bool(s3prl_whole_sequence)
         return _s3prl_speech_model(model, os.path.basename(spec), False)
     if spec in names() or _is_s3prl_name(spec):
         model = build(spec)

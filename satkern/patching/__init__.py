@@ -65,7 +65,7 @@ def patch(model, stats: Iterable[str] = STAT_NAMES, prune=None, span=None, span_
         if hf_found:
             hf.install(h, model, hf_found)
         if s3_found:
-            s3prl.install(h, s3_found)
+            s3prl.install(h, s3_found, model)
     except BaseException:
         h.remove()
         raise
