@@ -27,10 +27,15 @@
 //     CPUs with AVX-512F/DQ a hand-written AVX-512 version (row_avx512.cpp) is used instead,
 //     unless SATKERN_CPU_NO_AVX512=1. SATKERN_CPU_BLOCK_ROWS=n overrides the query block size
 //     (tuning only).
-//   * colmass: each thread adds its blocks' column sums into its own [B*H*T] double buffer;
-//     the buffers are summed in thread order at the end. at::parallel_for (OpenMP) hands each
-//     thread one fixed contiguous range of tasks, so for a fixed thread count the result is
-//     bitwise deterministic (it may change in the last bits with the thread count).
+//   * colmass: tasks are ordered head-major (all blocks of head 0, then head 1, ...) and
+//     at::parallel_for (OpenMP) hands each thread one contiguous range of tasks, so a thread owns
+//     every head inside its range and shares at most the two at its ends. It sums the column
+//     sums of its current head's blocks into one [T] double buffer and writes a head it covered
+//     whole straight into colmass; a head cut by a range boundary leaves its part in a small
+//     list, and those parts are added up in range order after the parallel region. Memory:
+//     O(T) per thread plus the output, never a [B*H*T] buffer per thread. For a fixed thread
+//     count the ranges, and so the result, are bitwise deterministic (the last bits may change
+//     with the thread count).
 //
 // NaN: a NaN (or +inf) score makes its row NaN (out, lse, statistics, and colmass of the
 // row's admissible keys), as in the reference. Padded rows of q/k/v/label_weights and bias
@@ -50,6 +55,7 @@
 #include <cstdlib>
 #include <cmath>
 #include <limits>
+#include <mutex>
 #include <optional>
 #include <sstream>
 #include <tuple>
@@ -387,14 +393,19 @@ void run_kernel(const Params& P, const T* q, const T* k, const T* v, const int64
   const int64_t ntasks = B * H * nblk;
   const int64_t ldS = window_max(BQ);
 
-  const int64_t BHT = B * H * T_;
   // colmass partials are kept in double (a column sums up to T rows; each block's column sums are
   // formed in T by the BLAS, then added in double), which keeps float32 colmass as accurate as
   // torch's own reductions.
   using CT = double;
-  Tensor colbuf_t;
-  if (P.want_colmass) colbuf_t = at::empty({nthreads * BHT}, at::TensorOptions().dtype(at::kDouble));
-  CT* const colbuf = P.want_colmass ? colbuf_t.data_ptr<CT>() : nullptr;
+  // The part of a head's column sums that one task range computed, for a head the range does not
+  // cover whole (at most two per range: its first and its last head).
+  struct ColPart {
+    int64_t range_begin;  // first task of the range: orders the parts of one head
+    int64_t bh;
+    std::vector<CT> sums;  // [T]
+  };
+  std::vector<ColPart> col_parts;
+  std::mutex col_parts_mutex;
   const RowFn<T> row_fn = pick_row_fn<T>(P.want_entropy, P.want_distance);
   constexpr T nan = std::numeric_limits<T>::quiet_NaN();
 
@@ -409,8 +420,15 @@ void run_kernel(const Params& P, const T* q, const T* k, const T* v, const int64
     if (P.want_maxweight) std::fill(mw + rowbase + r0, mw + rowbase + r1, stat);
     if (P.want_label) std::fill(lm + (rowbase + r0) * L, lm + (rowbase + r1) * L, stat);
   };
-  // colmass partials: one [B*H*T] slice per thread id, zeroed by its thread on first use.
-  std::vector<char> col_used(static_cast<size_t>(nthreads), 0);
+  // a head's final colmass from its column sums (NaN for a masked head: no work was done)
+  auto write_col = [&](int64_t bh, const CT* sums) {
+    T* dst = col + bh * T_;
+    if (head_mask != nullptr && !head_mask[bh]) {
+      std::fill(dst, dst + T_, nan);
+      return;
+    }
+    for (int64_t j = 0; j < T_; ++j) dst[j] = static_cast<T>(sums[j]);
+  };
 
   at::parallel_for(0, ntasks, 1, [&](int64_t begin, int64_t end) {
     // 64-byte aligned buffers (BLAS results must not depend on the allocation's alignment)
@@ -418,15 +436,31 @@ void run_kernel(const Params& P, const T* q, const T* k, const T* v, const int64
     T* const sbuf = sbuf_t.data_ptr<T>();
     T* const factor = sbuf + BQ * ldS;
     T* const colblk = factor + BQ;  // one block's column sums
-    const int tid = std::min(std::max(0, at::get_thread_num()), nthreads - 1);
-    CT* mycol = P.want_colmass ? colbuf + static_cast<size_t>(tid) * BHT : nullptr;
-    if (mycol != nullptr && !col_used[tid]) {
-      std::fill(mycol, mycol + BHT, CT(0));
-      col_used[tid] = 1;
-    }
+    // column sums of the head being worked on ([T] doubles: this range's only colmass memory)
+    std::vector<CT> headcol(P.want_colmass ? static_cast<size_t>(T_) : 0);
+    CT* const mycol = P.want_colmass ? headcol.data() : nullptr;
+    int64_t cur_bh = -1, cur_first_blk = 0, cur_last_blk = -1;
+    auto finish_head = [&]() {  // the range is done with head cur_bh
+      if (mycol == nullptr || cur_bh < 0) return;
+      if (cur_first_blk == 0 && cur_last_blk == nblk - 1) {
+        write_col(cur_bh, mycol);  // the whole head was here
+      } else {
+        std::lock_guard<std::mutex> guard(col_parts_mutex);
+        col_parts.push_back(ColPart{begin, cur_bh, headcol});
+      }
+    };
     for (int64_t task = begin; task < end; ++task) {
       const int64_t blk = task % nblk;
       const int64_t bh = task / nblk;
+      if (mycol != nullptr) {
+        if (bh != cur_bh) {
+          finish_head();
+          std::fill(headcol.begin(), headcol.end(), CT(0));
+          cur_bh = bh;
+          cur_first_blk = blk;
+        }
+        cur_last_blk = blk;
+      }
       const int64_t b = bh / H, h = bh % H;
       const int64_t i0 = blk * BQ;
       const int64_t i1_all = std::min(T_, i0 + BQ);
@@ -471,7 +505,7 @@ void run_kernel(const Params& P, const T* q, const T* k, const T* v, const int64
       if (mycol != nullptr) {
         std::fill(colblk, colblk + w, T(0));
         rm_colsum<T>(nq, w, factor, S, ldS, colblk);
-        CT* c = mycol + rowbase + kw0;
+        CT* c = mycol + kw0;
         for (int64_t j = 0; j < w; ++j) c[j] += static_cast<CT>(colblk[j]);
       }
       if (P.want_label && L > 0) {
@@ -497,27 +531,23 @@ void run_kernel(const Params& P, const T* q, const T* k, const T* v, const int64
       rm_gemm<T>(false, nq, Dv, pw1 - pw0, T(1), S + (pw0 - kw0), ldS, vb + pw0 * Dv, Dv, ob, Dv);
       scale_rows<T>(nq, Dv, factor, ob, Dv);
     }
+    finish_head();
   });
 
-  if (P.want_colmass) {
-    // Sum the thread slices in thread order: deterministic for a fixed thread count.
-    auto reduce = [&](int64_t begin, int64_t end) {
-      for (int64_t bh = begin; bh < end; ++bh) {
-        T* dst = col + bh * T_;
-        if (head_mask != nullptr && !head_mask[bh]) {
-          std::fill(dst, dst + T_, nan);
-          continue;
-        }
-        for (int64_t j = 0; j < T_; ++j) {
-          CT acc = 0;
-          for (int t = 0; t < nthreads; ++t)
-            if (col_used[t]) acc += colbuf[static_cast<size_t>(t) * BHT + bh * T_ + j];
-          dst[j] = static_cast<T>(acc);
-        }
-      }
-    };
-    if (BHT * nthreads < (int64_t(1) << 22)) reduce(0, B * H);  // small: no second parallel region
-    else at::parallel_for(0, B * H, 1, reduce);
+  if (P.want_colmass && !col_parts.empty()) {
+    // Heads cut by range boundaries: add their parts in range order (deterministic for a fixed
+    // thread count: the ranges are). At most two parts per range, so this is O(nthreads * T).
+    std::sort(col_parts.begin(), col_parts.end(), [](const ColPart& a, const ColPart& b) {
+      return a.bh != b.bh ? a.bh < b.bh : a.range_begin < b.range_begin;
+    });
+    std::vector<CT> acc(static_cast<size_t>(T_));
+    for (size_t i = 0; i < col_parts.size();) {
+      const int64_t bh = col_parts[i].bh;
+      std::fill(acc.begin(), acc.end(), CT(0));
+      for (; i < col_parts.size() && col_parts[i].bh == bh; ++i)
+        for (int64_t j = 0; j < T_; ++j) acc[j] += col_parts[i].sums[j];
+      write_col(bh, acc.data());
+    }
   }
 }
 

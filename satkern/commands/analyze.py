@@ -66,9 +66,11 @@ def _config(args, *, model: str, corpus: str, out: str):
         s3prl_whole_sequence=args.s3prl_whole_sequence)
 
 
-def print_report(out: Path, summary: dict, file=sys.stdout) -> None:
-    """The per-head table, category counts and where the outputs are."""
+def print_report(out: Path, summary: dict, file=None) -> None:
+    """The per-head table, category counts and where the outputs are (on ``file``, default stdout)."""
     import pandas as pd
+
+    file = sys.stdout if file is None else file  # looked up now: stdout may have been replaced since import
 
     df = pd.read_csv(out / "heads.csv")
     m = summary["model"]
