@@ -304,6 +304,7 @@ def _analyze(config, dist, model, on_batch, log, t_start, satkern, load_model) -
     prior_conversions: List[dict] = []
     prior_unaligned: List[str] = []
     prior_chunked: List[str] = []
+    prior_nan: List[dict] = []
     prior_elapsed = 0.0
     if config.resume:
         paths = ck.all_paths()
@@ -328,6 +329,7 @@ def _analyze(config, dist, model, on_batch, log, t_start, satkern, load_model) -
                     prior_conversions = list(st.get("conversions", []))
                     prior_unaligned = list(st.get("unaligned", []))
                     prior_chunked = list(st.get("chunked", []))
+                    prior_nan = list(st.get("nan", []))
                     prior_elapsed = float(st.get("elapsed", 0.0))
             log(f"satkern analyze: resuming; {len(finished)} utterances already done")
         else:
@@ -392,6 +394,7 @@ def _analyze(config, dist, model, on_batch, log, t_start, satkern, load_model) -
     conversions: List[dict] = list(prior_conversions)  # resampled / down-mixed utterances
     unaligned_done: List[str] = list(prior_unaligned)  # analyzed without an alignment (not in the maps)
     chunked_done: List[str] = list(prior_chunked)  # run in s3prl sequence_length chunks
+    nan_done: List[dict] = list(prior_nan)  # utterances whose attention had NaN rows, and where
     wait_s = load_s = compute_s = 0.0
     audio_seconds = 0.0  # processed in this run (this rank)
     t_run = time.perf_counter()
@@ -412,7 +415,7 @@ def _analyze(config, dist, model, on_batch, log, t_start, satkern, load_model) -
         ck.save({"version": CHECKPOINT_VERSION, "fingerprint": fingerprint, "acc": acc.state(),
                  "finished": mine_finished, "skipped": load_skipped, "parts": parts,
                  "conversions": conversions, "unaligned": unaligned_done, "chunked": chunked_done,
-                 "elapsed": prior_elapsed + time.perf_counter() - t_run})
+                 "nan": nan_done, "elapsed": prior_elapsed + time.perf_counter() - t_run})
         last_ck = time.perf_counter()
 
     b_index = 0
@@ -457,8 +460,12 @@ def _analyze(config, dist, model, on_batch, log, t_start, satkern, load_model) -
                         model.forward(inputs)  # GroupNorm front ends run per utterance: batching changes nothing
                 except BackendUnavailable as e:
                     raise backend_error(config.backend, e) from None
-                m = h.metrics
+                m = h.metrics  # warns once if a head had a NaN row
                 lengths = h.lengths
+                nan = h.nan_heads
+                for i in nan.any(-1).any(-1).nonzero().flatten().tolist():
+                    nan_done.append({"utterance": good[i].uid,
+                                     "heads": [[int(l), int(hd)] for l, hd in nan[i].nonzero().tolist()]})
                 prm = (h.prm_counts, h.prm_base, h.prm_utterances) if use_labels else None
                 batch_audio = sum(len(g.waveform) for g in good) / rate
                 acc.add(m, lengths, prm, audio_seconds=batch_audio)
@@ -502,6 +509,7 @@ def _analyze(config, dist, model, on_batch, log, t_start, satkern, load_model) -
     all_conversions = conversions
     all_unaligned = unaligned_done
     all_chunked = chunked_done
+    all_nan = nan_done
     n_done = len(mine_finished) - n_prior
     timing = {"wait_s": wait_s, "load_s": load_s, "compute_s": compute_s, "run_s": run_s}
     if dist.enabled:
@@ -511,11 +519,13 @@ def _analyze(config, dist, model, on_batch, log, t_start, satkern, load_model) -
         gathered = [None] * dist.world
         tdist.all_gather_object(gathered, {"skipped": load_skipped, "parts": parts, "done": n_done,
                                            "timing": timing, "audio": audio_seconds, "conversions": conversions,
-                                           "unaligned": unaligned_done, "chunked": chunked_done})
+                                           "unaligned": unaligned_done, "chunked": chunked_done,
+                                           "nan": nan_done})
         all_skipped = [s for g in gathered for s in g["skipped"]]
         all_conversions = [c for g in gathered for c in g["conversions"]]
         all_unaligned = [u for g in gathered for u in g["unaligned"]]
         all_chunked = [u for g in gathered for u in g["chunked"]]
+        all_nan = [u for g in gathered for u in g["nan"]]
         all_parts = [p for g in gathered for p in g["parts"]]
         n_done = sum(g["done"] for g in gathered)
         audio_seconds = sum(g["audio"] for g in gathered)
@@ -553,9 +563,11 @@ def _analyze(config, dist, model, on_batch, log, t_start, satkern, load_model) -
                        "utterances_without_alignment": len(all_unaligned),
                        "utterances_resampled": sum(1 for c in all_conversions if c["resampled"]),
                        "utterances_downmixed": sum(1 for c in all_conversions if c["downmixed"]),
+                       "utterances_with_nan_attention": len(all_nan),
                        "frames": int(acc.frames)},
             "conversions": sorted(all_conversions, key=lambda c: c["utterance"]),
             "without_alignment": sorted(all_unaligned),
+            "nan_attention": sorted(all_nan, key=lambda r: r["utterance"]),
             "audio_hours": acc.audio_seconds / 3600.0,
             "audio_hours_this_run": proc_audio / 3600.0,
             "elapsed_s": elapsed,
@@ -585,6 +597,8 @@ def _analyze(config, dist, model, on_batch, log, t_start, satkern, load_model) -
             f"{c['utterances_downmixed']} down-mixed to mono"
             + (f"; {c['utterances_without_alignment']} without an alignment (not in the relation maps)"
                if c["utterances_without_alignment"] else "")
+            + (f"; {c['utterances_with_nan_attention']} with NaN attention (NaN G/V of those heads; "
+               f"summary.json nan_attention)" if c["utterances_with_nan_attention"] else "")
             + (f"; s3prl sequence_length {summary['model']['s3prl']['sequence_length']}: "
                f"{summary['model']['s3prl']['utterances_chunked']} utterances run in chunks"
                if summary["model"].get("s3prl", {}).get("sequence_length") and not model.model.whole_sequence

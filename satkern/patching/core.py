@@ -227,6 +227,7 @@ class Patch:
         self._removed = False
         self._prune_arg, self._span_arg = prune, span
         self.backends_used: set = set()  # names of the satkern backends that ran (for reports)
+        self._nan_warned = False  # the NaN warning is given once per patch
         self.reset()
 
     # ------------------------------------------------------------------ set-up (adapters)
@@ -336,6 +337,7 @@ class Patch:
         self._labels: Optional[torch.Tensor] = None
         self._labels_used: set = set()
         self._chunks = None  # between begin_chunks and end_chunks: the chunk plan and its buffers
+        self._nan: Dict[int, List[torch.Tensor]] = {}  # per layer: [B, H] bool, a valid row was NaN
 
     # ------------------------------------------------------------------ chunked utterances
     def begin_chunks(self, batch: int, slots) -> None:
@@ -369,6 +371,10 @@ class Patch:
             parts = plan["rows"][layer]  # per slot: {metric: [b_j, H]} on the device
             dev = next((t.device for p in parts for t in p.values()), plan["device"])
             self._lengths.setdefault(layer, []).append(total.to(dev))
+            bad = torch.zeros(int(total.numel()), self.num_heads, dtype=torch.bool, device=plan["device"])
+            for (utts, _, _), flags in zip(plan["slots"], plan.get("nan", {}).get(layer, [])):
+                bad[utts.to(bad.device)] |= flags.to(bad.device)
+            self._nan.setdefault(layer, []).append(bad)
             if not self._which:
                 continue
             merged = merge_chunk_metrics([(u, f) for u, _, f in plan["slots"]], parts, total, self._which)
@@ -455,16 +461,29 @@ class Patch:
             self._chunks["rows"].setdefault(layer, []).append({w: getattr(m, w).detach() for w in self._which})
         else:
             self._chunks["rows"].setdefault(layer, []).append({})
+        self._chunks.setdefault("nan", {}).setdefault(layer, []).append(self._nan_rows(layer, res))
         self._chunks["device"] = res.lengths.device
         if W is not None:
             total = self._chunks["total"][chunk[0]].to(res.lengths.device)
             self._accumulate_prm_counts(layer, res, W, total)
+
+    def _nan_rows(self, layer: int, res) -> torch.Tensor:
+        """``[B, H]`` bool: the head has a NaN valid row (a NaN query poisons the head's colmass, G and
+        V, as the definitions give); pruned heads (NaN by convention) excluded. Stays on the device."""
+        B, H, T = res.lse.shape
+        valid = torch.arange(T, device=res.lse.device)[None, None, :] < res.lengths.to(res.lse.device)[:, None, None]
+        bad = (torch.isnan(res.lse) & valid).any(-1)
+        keep = self._keep[layer]
+        if keep is not None:
+            bad = bad & keep.to(device=bad.device, dtype=torch.bool).expand(B, H)
+        return bad
 
     def _record(self, layer: int, res, W: Optional[torch.Tensor]) -> None:
         lengths = res.lengths
         if layer not in self._lengths:
             self._lengths[layer] = []
         self._lengths[layer].append(lengths.detach())  # kept on the device: no sync per layer
+        self._nan.setdefault(layer, []).append(self._nan_rows(layer, res))
         if self._which:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # empty utterances: NaN, warned once below
@@ -532,9 +551,37 @@ class Patch:
         return torch.cat(parts).cpu() if parts else torch.zeros(0, dtype=torch.int64)
 
     @property
+    def nan_heads(self) -> torch.Tensor:
+        """bool ``[U, L, H]``: the head's map had a NaN row for that utterance (its colmass, G and V
+        are then NaN, as the definitions give; pruned heads are not counted)."""
+        per_layer = [torch.cat(self._nan[l]).cpu() if self._nan.get(l) else torch.zeros(0, self.num_heads,
+                                                                                        dtype=torch.bool)
+                     for l in range(self.num_layers)]
+        if len({t.shape[0] for t in per_layer}) != 1:
+            return torch.zeros(0, self.num_layers, self.num_heads, dtype=torch.bool)
+        return torch.stack(per_layer, dim=1)
+
+    def _warn_nan_once(self) -> None:
+        if self._nan_warned:
+            return
+        bad = self.nan_heads
+        if not bool(bad.any()):
+            return
+        self._nan_warned = True
+        pairs = sorted({(int(l), int(h)) for _, l, h in bad.nonzero().tolist()})
+        shown = ", ".join(f"layer {l} head {h}" for l, h in pairs[:4]) + (
+            f" and {len(pairs) - 4} more" if len(pairs) > 4 else "")
+        warnings.warn(f"satkern.patch: NaN in the attention of {shown} for {int(bad.any(-1).any(-1).sum())} "
+                      f"utterance(s): a NaN query row makes that head's colmass, G and V NaN (as the definitions "
+                      f"give); check the inputs and weights (Patch.nan_heads says where)", RuntimeWarning,
+                      stacklevel=3)
+
+    @property
     def metrics(self) -> HeadMetrics:
-        """Per-utterance head metrics, each float32 ``[U, L, H]`` (``None`` if not asked for)."""
+        """Per-utterance head metrics, each float32 ``[U, L, H]`` (``None`` if not asked for).
+        Warns once per patch when some head had a NaN row (:attr:`nan_heads`)."""
         out = HeadMetrics()
+        self._warn_nan_once()
         if not self._which:
             return out
         counts = {l: sum(int(t.shape[0]) for t in self._lengths.get(l, [])) for l in range(self.num_layers)}
