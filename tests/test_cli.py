@@ -180,6 +180,7 @@ def _all_parsers():
 def test_every_option_has_help():
     missing = []
     for prog, parser in _all_parsers():
+        assert parser.format_help(), prog  # every help text formats (no stray % placeholders)
         for action in parser._actions:
             if isinstance(action, argparse._SubParsersAction):
                 for choice in action._choices_actions:
