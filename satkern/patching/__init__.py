@@ -60,14 +60,20 @@ def patch(model, stats: Iterable[str] = STAT_NAMES, prune=None, span=None, span_
     order = {name: i for i, (name, _) in enumerate(model.named_modules(remove_duplicate=False))}
     names = sorted([(n, m) for n, m, _ in hf_found] + s3_found, key=lambda nm: order[nm[0]])
     h._add_layers([m for _, m in names])
-    h._finish_setup()
+    h._finish_setup(supported_description())
     try:
         if hf_found:
             hf.install(h, model, hf_found)
         if s3_found:
-            s3prl.install(h, s3_found)
+            s3prl.install(h, s3_found, model)
     except BaseException:
         h.remove()
         raise
     return h
 
+
+def supported_description() -> str:
+    """What the adapters can patch (for error messages), from their own tables."""
+    from . import hf, s3prl
+
+    return f"Hugging Face {', '.join(f.model_type for f in hf.FAMILIES)}; {s3prl.DESCRIPTION}"

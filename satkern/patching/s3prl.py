@@ -13,6 +13,8 @@ from torch import nn
 
 from .core import Patch, owner
 
+DESCRIPTION = "satkern.models.s3prl (Mockingjay/TERA/AudioALBERT)"  # what this adapter patches
+
 
 def _attention_class():
     try:
@@ -49,6 +51,11 @@ def find_modules(model: nn.Module) -> List[Tuple[str, nn.Module]]:
     return [(name, m) for name, m in model.named_modules(remove_duplicate=False) if isinstance(m, cls)]
 
 
-def install(patch: Patch, found: List[Tuple[str, nn.Module]]) -> None:
+def install(patch: Patch, found: List[Tuple[str, nn.Module]], model: nn.Module = None) -> None:
     for m in {id(m): m for _, m in found}.values():
         patch._set_instance_attr(m, "attend", functools.partial(_attend, m))
+    # a model that runs long inputs in s3prl's sequence_length chunks tells the patch which calls are
+    # chunks of which utterance, so metrics stay one row per utterance
+    for module in (model.modules() if model is not None else ()):
+        if hasattr(module, "chunk_listener") and hasattr(module, "chunk_sizes"):
+            patch._set_instance_attr(module, "chunk_listener", patch)
