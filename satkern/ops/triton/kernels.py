@@ -49,6 +49,13 @@ def _dot(a, b, DOT_PRECISION: tl.constexpr, UPCAST_DOT: tl.constexpr):
 
 
 @triton.jit
+def _bias_offsets(offs_m, offs_n, stride_bq, stride_bk):
+    """Element offsets [BLOCK_M, BLOCK_N] of bias[q, k] inside one (b, h) slice, in int64: a dense bias has
+    stride_bq = T, so q * stride_bq passes 2**31 from T ~ 46 341 on (int32 offsets wrapped around)."""
+    return offs_m.to(tl.int64)[:, None] * stride_bq + offs_n.to(tl.int64)[None, :] * stride_bk
+
+
+@triton.jit
 def _fwd_inner(acc, m_i, l_i, e_i, d_i, lm_i,
                q, k_base, v_base, bias_base, w_base,
                stride_kt, stride_kd, stride_vt, stride_vd, stride_bq, stride_bk, stride_wt, stride_wl,
@@ -93,7 +100,7 @@ def _fwd_inner(acc, m_i, l_i, e_i, d_i, lm_i,
         else:
             s = s * qk_scale
             if HAS_BIAS:
-                b_ptrs = bias_base + offs_m[:, None] * stride_bq + offs_n[None, :] * stride_bk
+                b_ptrs = bias_base + _bias_offsets(offs_m, offs_n, stride_bq, stride_bk)
                 b = tl.load(b_ptrs, mask=(offs_m[:, None] < T) & key_ok[None, :], other=0.0)
                 s = s + b.to(tl.float32) * 1.4426950408889634  # 1/ln 2: bias into base-2 units
             if KEY_MASK:
@@ -351,7 +358,7 @@ def _colmass_kernel(
             q = tl.load(q_ptrs, mask=row_ok[:, None] & (offs_d[None, :] < D), other=0.0)
         s = _dot(q, kt, DOT_PRECISION, UPCAST_DOT) * qk_scale
         if HAS_BIAS:
-            b_ptrs = bias_base + offs_m[:, None] * stride_bq + offs_n[None, :] * stride_bk
+            b_ptrs = bias_base + _bias_offsets(offs_m, offs_n, stride_bq, stride_bk)
             bv = tl.load(b_ptrs, mask=row_ok[:, None] & key_ok[None, :], other=0.0)
             s = s + bv.to(tl.float32) * 1.4426950408889634  # 1/ln 2
         s = tl.where(key_ok[None, :], s, float("-inf"))
@@ -359,7 +366,8 @@ def _colmass_kernel(
             s = tl.where(tl.abs(offs_m[:, None] - offs_n[None, :]) <= span, s, float("-inf"))
         lse2 = tl.load(lse_base + offs_m, mask=row_ok, other=0.0) * 1.4426950408889634  # 1/ln 2
         # padded rows and empty rows (lse = -inf) contribute nothing: exp2(s - inf) = 0
-        lse2 = tl.where(row_ok & (lse2 > float("-inf")), lse2, float("inf"))
+        # (!= -inf, not > -inf: a NaN lse, from NaN scores, must make the column NaN, as in the reference)
+        lse2 = tl.where(row_ok & (lse2 != float("-inf")), lse2, float("inf"))
         p = tl.math.exp2(s - lse2[:, None])
         col += tl.sum(p, 0)
     colmass = tl.where(key_ok, col, 0.0)
