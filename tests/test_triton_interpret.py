@@ -138,6 +138,11 @@ else:
     def test_head_dims_padded_to_power_of_two(D):
         _run(2, 1, 23, D, extra=_lengths(23, 11))
 
+    @pytest.mark.parametrize("D,dtype", [(16, F32), (16, BF16), (1, F32), (48, F16), (200, F32), (256, BF16)])
+    def test_any_head_dim_up_to_256(D, dtype):
+        """SAT-style D = 16, odd sizes padded to the next tile, and up to 256 (tiny T: the interpreter)."""
+        _run(2, 1, 19, D, dtype=dtype, extra=_lengths(19, 7))
+
     def test_noncontiguous_inputs():
         _run(2, 3, 29, 32, layout="bthd", extra=_lengths(29, 18))
 
@@ -283,8 +288,11 @@ else:
         tb = satkern.backends()["triton"]
         x = torch.randn(1, 2, 8, 64)
         assert any("float64" in w for w in tb.reasons(validate(x.double(), x.double(), x.double())))
-        y = torch.randn(1, 2, 8, 48)
-        assert any("head dim 48" in w for w in tb.reasons(validate(y, y, y)))
+        y = torch.randn(1, 2, 8, 257)
+        assert any("head dim 257" in w for w in tb.reasons(validate(y, y, y)))
+        for D in (1, 16, 48, 256):
+            z = torch.randn(1, 2, 8, D)
+            assert not tb.reasons(validate(z, z, z)), D
         assert any("labels" in w for w in tb.reasons(validate(x, x, x, label_weights=torch.rand(1, 8, 129))))
         assert not tb.reasons(validate(x, x, x, label_weights=torch.rand(1, 8, 128)))
 
@@ -334,6 +342,10 @@ else:
         assert fp32 and all(c.kwargs["BLOCK_M"] == 32 for c in fp32)
         half = launch._prune_fwd(fwd, {"T_BUCKET": 4096}, BLOCK_D=64, DOT_PRECISION="tf32")
         assert half and all(c.kwargs["BLOCK_M"] >= 64 for c in half)
+        wide = launch._prune_fwd(fwd, {"T_BUCKET": 4096}, BLOCK_D=256, DOT_PRECISION="tf32")
+        assert wide and all(c.kwargs["BLOCK_M"] <= 64 and c.kwargs["BLOCK_N"] <= 64 for c in wide)
+        wide_col = launch._prune_col(launch._colmass_tuned.configs, {"T_BUCKET": 4096}, BLOCK_D=256)
+        assert wide_col and all(c.kwargs["BLOCK_N"] <= 64 for c in wide_col)
 
     def test_deterministic():
         call = _op_inputs(T=20)
