@@ -82,7 +82,7 @@ def _col_signature(dtype: str, bias: bool):
     return sig
 
 
-def compile_variant(kind: str, *, dtype="bf16", D=64, block_m=128, block_n=64, num_warps=8, num_stages=3,
+def compile_variant(kind: str, *, dtype="bf16", D=64, block_m=128, block_n=64, num_warps=8, num_stages=3, maxnreg=None,
                     span_mode=0, bias=False, head_mask=False, entropy=False, distance=False, maxweight=False,
                     labels=0, arch=90):
     """Compile one specialization; returns a dict with registers, spills, shared memory and seconds."""
@@ -120,7 +120,8 @@ def compile_variant(kind: str, *, dtype="bf16", D=64, block_m=128, block_n=64, n
     src = ASTSource(fn, sig, constexprs=consts, attrs=attrs)
     t0 = time.time()
     cc = triton.compile(src, target=GPUTarget("cuda", arch, 32),
-                        options={"num_warps": num_warps, "num_stages": num_stages})
+                        options=dict({"num_warps": num_warps, "num_stages": num_stages},
+                                     **({} if maxnreg is None else {"maxnreg": maxnreg})))
     seconds = round(time.time() - t0, 1)
     cubin = cc.asm.get("cubin")
     regs, spills = _resource_usage(cubin)
