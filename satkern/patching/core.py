@@ -83,7 +83,7 @@ def lengths_from_mask(mask: Optional[torch.Tensor], batch: int, frames: int) -> 
     return lengths
 
 
-def _fill_padded_rows(out, q, k, v, lengths, scale, bias, keep, span, span_mode):
+def _fill_padded_rows(out, q, k, v, lengths, scale, bias, heads, span, span_mode):
     """Write, into ``out``, the rows of padded query frames as the model's own attention computes them.
 
     The kernels output 0 on padded query rows (q >= T); the models' eager attention lets
@@ -92,9 +92,10 @@ def _fill_padded_rows(out, q, k, v, lengths, scale, bias, keep, span, span_mode)
     are recomputed here, per utterance, in the input dtype: scores of the padded queries
     against the valid keys, plus the bias, softmax, (span applied as in the kernel), times
     the valid values. Pruned heads stay 0. Rows with no admissible key stay 0.
+
+    ``lengths`` are host (CPU) values; ``heads`` the kept heads' indices on q's device, or ``None`` for all.
     """
     B, H, T, D = q.shape
-    heads = None if keep is None else keep.nonzero().flatten()
     for b in range(B):
         n = int(lengths[b])
         if n >= T or n == 0:
@@ -180,6 +181,10 @@ def merge_chunk_metrics(slots, parts, total: torch.Tensor, which) -> Dict[str, t
     acc["V"] = acc["V"] - entropy_w[:, None]
     empty = (total == 0).to(dev)[:, None]
     return {k: torch.where(empty, torch.full_like(acc[k], float("nan")), acc[k]) for k in which}
+def _version(t: torch.Tensor) -> int:
+    """In-place modification counter of ``t`` (-1 for inference tensors, which keep none; the caches then go
+    by the tensor object alone, which they hold, so it cannot be freed and its id reused)."""
+    return -1 if t.is_inference() else t._version
 
 
 class Patch:
@@ -228,6 +233,10 @@ class Patch:
         self._prune_arg, self._span_arg = prune, span
         self.backends_used: set = set()  # names of the satkern backends that ran (for reports)
         self._nan_warned = False  # the NaN warning is given once per patch
+        # host-side caches, so that a forward reads device values at most once (not once per layer):
+        self._mask_cache = None  # (mask, mask._version, batch, frames, how, lengths) of the last mask seen
+        self._host_cache = None  # (lengths, lengths._version, CPU copy) of the last lengths seen
+        self._device_keep: Dict[tuple, tuple] = {}  # (layer, device) -> (head_mask, kept head indices)
         self.reset()
 
     # ------------------------------------------------------------------ set-up (adapters)
@@ -407,6 +416,48 @@ class Patch:
         self._labels = W
         self._labels_used = set()
 
+    # ------------------------------------------------------------------ host-side caches
+    def lengths_from_mask(self, mask: Optional[torch.Tensor], batch: int, frames: int, *,
+                          valid_value=None) -> Optional[torch.Tensor]:
+        """:func:`lengths_from_mask` (of ``mask == valid_value`` when given), cached for the mask tensor: every
+        layer of a forward gets the same mask object, so its checks (which read the mask, i.e. wait for the
+        device) run once per forward, not once per layer. Returns the same lengths object on a hit."""
+        if mask is None:
+            return None
+        c = self._mask_cache
+        if (c is not None and c[0] is mask and c[1] == _version(mask) and c[2] == batch and c[3] == frames
+                and c[4] == valid_value):
+            return c[5]
+        lengths = lengths_from_mask(mask if valid_value is None else mask.eq(valid_value), batch, frames)
+        self._mask_cache = (mask, _version(mask), batch, frames, valid_value, lengths)
+        return lengths
+
+    def _host_lengths(self, lengths: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
+        """CPU copy of ``lengths`` (the call's, possibly on the GPU), cached for the tensor object: one device
+        read per distinct lengths tensor (once per forward), none for CPU lengths."""
+        if lengths is None:
+            return None
+        if not isinstance(lengths, torch.Tensor):
+            return torch.as_tensor(lengths, dtype=torch.int64)
+        if lengths.device.type == "cpu":
+            return lengths
+        c = self._host_cache
+        if c is not None and c[0] is lengths and c[1] == _version(lengths):
+            return c[2]
+        host = lengths.to("cpu", torch.int64)
+        self._host_cache = (lengths, _version(lengths), host)
+        return host
+
+    def _keep_on(self, layer: int, device: torch.device):
+        """(head_mask on ``device``, kept head indices on ``device``) of a layer, copied once per device."""
+        keep = self._keep[layer]
+        if keep is None:
+            return None, None
+        key = (layer, device)
+        if key not in self._device_keep:
+            self._device_keep[key] = (keep.to(device), keep.nonzero().flatten().to(device))
+        return self._device_keep[key]
+
     # ------------------------------------------------------------------ the attention call
     def run(self, module: nn.Module, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *,
             lengths: Optional[torch.Tensor], scale: Optional[float], bias: Optional[torch.Tensor] = None,
@@ -431,24 +482,29 @@ class Patch:
         if W is not None and (W.shape[0] != B or W.shape[1] != T):
             raise ValueError(f"satkern.Patch: labels of shape {tuple(W.shape)} do not fit layer {layer}'s "
                              f"batch of {B} x {T} attention frames")
-        label_weights = None if W is None else W.to(device=q.device)
-        head_mask = None if keep is None else keep.to(q.device)
+        if W is not None and W.device != q.device:  # moved once per forward, not once per layer
+            W = W.to(device=q.device)
+            if chunk is None:
+                self._labels = W
+        label_weights = W
+        head_mask, heads = self._keep_on(layer, q.device)
+        host_lengths = self._host_lengths(lengths)
         res = attention(q, k, v, lengths=lengths, scale=scale, bias=bias, stats=self.stats, span=span,
                         span_mode=self.span_mode, head_mask=head_mask, label_weights=label_weights,
                         backend=self.backend)
         self.backends_used.add(res.backend)
         out = res.out
-        if fill_padded and lengths is not None and B and bool((res.lengths < T).any()):
+        if fill_padded and host_lengths is not None and B and bool((host_lengths < T).any()):
             if out.requires_grad:
                 out = out.clone()
             scale_f = float(D) ** -0.5 if scale is None else float(scale)
             bias_full = None if bias is None else bias.expand(B, H, T, T)
-            out = _fill_padded_rows(out, q, k, v, res.lengths, scale_f, bias_full, head_mask, span,
+            out = _fill_padded_rows(out, q, k, v, host_lengths, scale_f, bias_full, heads, span,
                                     self.span_mode)
         if chunk is not None:
             self._record_chunk(layer, res, W, chunk)
         else:
-            self._record(layer, res, W)
+            self._record(layer, res, W, host_lengths)
         return out
 
     def _record_chunk(self, layer: int, res, W: Optional[torch.Tensor], chunk) -> None:
@@ -478,7 +534,7 @@ class Patch:
             bad = bad & keep.to(device=bad.device, dtype=torch.bool).expand(B, H)
         return bad
 
-    def _record(self, layer: int, res, W: Optional[torch.Tensor]) -> None:
+    def _record(self, layer: int, res, W: Optional[torch.Tensor], host_lengths=None) -> None:
         lengths = res.lengths
         if layer not in self._lengths:
             self._lengths[layer] = []
@@ -487,11 +543,11 @@ class Patch:
         if self._which:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # empty utterances: NaN, warned once below
-                m = head_metrics(res, lengths=lengths, which=self._which)
+                m = head_metrics(res, lengths=lengths, which=self._which, warn_empty=False)
             rows = self._rows.setdefault(layer, {w: [] for w in self._which})
             for w in self._which:
                 rows[w].append(getattr(m, w).detach().to(torch.float32))
-            if layer == 0 and bool((lengths == 0).any()):
+            if layer == 0 and host_lengths is not None and bool((host_lengths == 0).any()):  # host values
                 warnings.warn("satkern.patch: utterances of length 0 have no metrics (NaN)", stacklevel=4)
         if W is not None:
             self._accumulate_prm(layer, res, W)
