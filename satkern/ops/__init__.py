@@ -10,6 +10,7 @@ from .dispatch import (Backend, BackendUnavailable, auto_policy, availability, b
 from . import reference, cpu  # noqa: F401,E402  (register backends; order = tie-break order)
 from . import cuda  # noqa: F401,E402  (CUDA kernels; reports why not where unavailable)
 from . import triton as _triton  # noqa: F401,E402  (Triton kernels; imports triton lazily)
+from . import autograd  # noqa: F401,E402  (register_autograd of the ops: gradients through every backend)
 from .api import attention
 
 __all__ = ["attention", "AttentionResult", "AttentionCall", "validate", "Backend", "BackendUnavailable",

@@ -54,7 +54,9 @@ class AttentionCall:
     """Validated, normalized arguments of one ``satkern.attention`` call.
 
     * ``lengths``: int64 ``[B]`` on q's device (full length when the user gave none).
-    * ``bias``: ``None`` or a float tensor expanded (a view, no copy) to ``[B,H,T,T]``.
+    * ``bias``: ``None`` or a float tensor expanded (a view, no copy) to ``[B,H,T,T]``;
+      ``bias_compact``: the same bias as given, viewed as 4-d (leading size-1 dims), not expanded
+      (its gradient then comes back summed over the broadcast dims).
     * ``head_mask``: ``None`` or a bool ``[B,H]`` tensor, True = head kept.
     * ``span``: ``None`` or an int >= 0; ``span_mode`` one of :data:`SPAN_MODES`.
     * ``stats``: a frozenset of names from :data:`STAT_NAMES`.
@@ -72,6 +74,7 @@ class AttentionCall:
     head_mask: Optional[torch.Tensor]
     label_weights: Optional[torch.Tensor]
     user_lengths: bool = field(default=False)
+    bias_compact: Optional[torch.Tensor] = field(default=None)
 
     @property
     def shape(self) -> Tuple[int, int, int, int]:
@@ -194,9 +197,12 @@ def validate(q, k, v, *, lengths=None, scale=None, bias=None, stats=(), span=Non
         if bias.dim() > 4:
             _fail("bias", f"broadcastable to [B, H, T, T] = {[B, H, T, T]}", f"shape {tuple(bias.shape)}")
         try:
+            bias_compact = bias.reshape((1,) * (4 - bias.dim()) + tuple(bias.shape)) if bias.dim() < 4 else bias
             bias = bias.expand(B, H, T, T)
         except RuntimeError:
             _fail("bias", f"broadcastable to [B, H, T, T] = {[B, H, T, T]}", f"shape {tuple(bias.shape)}")
+    else:
+        bias_compact = None
 
     # ---- stats
     if isinstance(stats, str):
@@ -259,4 +265,5 @@ def validate(q, k, v, *, lengths=None, scale=None, bias=None, stats=(), span=Non
 
     return AttentionCall(q=q, k=k, v=v, lengths=lengths_t, scale=scale, bias=bias, stats=stats_set,
                          span=span, span_mode=span_mode, head_mask=head_mask,
-                         label_weights=label_weights, user_lengths=user_lengths)
+                         label_weights=label_weights, user_lengths=user_lengths,
+                         bias_compact=bias_compact)

@@ -70,7 +70,7 @@ def torch_baseline(call: AttentionCall, *, stats_dtype: Optional[torch.dtype] = 
     res = AttentionResult(out=out, lse=lse, lengths=call.lengths, backend="torch")
     As = A if sd == dt else torch.softmax(s.to(sd), -1).nan_to_num(0.0).masked_fill(~valid[:, None, :, None], 0.0)
     if call.wants("entropy"):
-        res.entropy = -torch.special.xlogy(As, As).sum(-1)
+        res.entropy = -(As * torch.log(torch.where(As > 0, As, torch.ones((), dtype=As.dtype)))).sum(-1)  # xlogy values, finite grads
     if call.wants("distance"):
         res.distance = (As * (idx[:, None] - idx[None, :]).abs().to(sd)).sum(-1)
     if call.wants("maxweight"):
@@ -146,4 +146,52 @@ def failures(report: Dict[str, dict]) -> str:
         if not r["ok"]:
             extra = f" (err {r['err']:.3e}, torch {r['torch_err']:.3e}, bound {r['bound']:.3e})" if "err" in r else ""
             lines.append(f"{name}: {r['why']}{extra}")
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------------------------- gradients
+GRAD_NAMES = ("q", "k", "v", "bias")
+
+
+def grads_of(res: AttentionResult, weights: Dict[str, torch.Tensor], q, k, v, bias=None) -> Dict[str, torch.Tensor]:
+    """Gradients of ``sum_f sum(weights[f] * res.f)`` (float64 weights, fields of ``res``; NaN entries of a
+    field, i.e. masked heads, count as 0) with respect to q, k, v and, when given, bias."""
+    loss = 0.0
+    for name, w in weights.items():
+        loss = loss + (getattr(res, name).double().nan_to_num() * w).sum()
+    inputs = [x for x in (q, k, v, bias) if x is not None]
+    got = torch.autograd.grad(loss, inputs, allow_unused=True)
+    got = [torch.zeros_like(x) if g is None else g for x, g in zip(inputs, got)]
+    return dict(zip(GRAD_NAMES, got))
+
+
+def grad_failures(got: Dict[str, torch.Tensor], ref: Dict[str, torch.Tensor], base: Dict[str, torch.Tensor],
+                  dtype: torch.dtype, *, floor: Optional[Dict[torch.dtype, float]] = None) -> str:
+    """The tolerance rule of :func:`compare` applied to gradients: for each of q, k, v, bias the error
+    against the float64 reference at most 2x plain PyTorch's (``base``, same dtype) plus the floor relative
+    to ``max(1, max |reference|)``; shapes, dtypes (the input's) and the NaN pattern must match. Empty when
+    all pass, else one line per failing gradient."""
+    fl = (FLOOR if floor is None else floor)[dtype]
+    lines = []
+    for name in GRAD_NAMES:
+        if name not in ref:
+            continue
+        g, r, b = got[name], ref[name], base[name]
+        if tuple(g.shape) != tuple(r.shape) or g.dtype != dtype:
+            lines.append(f"grad {name}: shape {tuple(g.shape)} dtype {g.dtype}, want {tuple(r.shape)} {dtype}")
+            continue
+        g64, r64, b64 = g.double().cpu(), r.double().cpu(), b.double().cpu()
+        if not torch.equal(torch.isnan(g64), torch.isnan(r64)):
+            lines.append(f"grad {name}: NaN at {int((torch.isnan(g64) != torch.isnan(r64)).sum())} places")
+            continue
+        fin = torch.isfinite(r64)
+        err = float((g64[fin] - r64[fin]).abs().max()) if fin.any() else 0.0
+        bfin = fin & torch.isfinite(b64)
+        berr = float((b64[bfin] - r64[bfin]).abs().max()) if bfin.any() else 0.0
+        scale = max(1.0, float(r64[fin].abs().max())) if fin.any() else 1.0
+        bound = 2.0 * berr + fl * scale
+        if not err <= bound:
+            worst = int((g64 - r64).abs().masked_fill(~fin, 0).argmax())
+            lines.append(f"grad {name}: error {err:.3e} > bound {bound:.3e} (torch {berr:.3e}); worst at flat index "
+                         f"{worst}: got {g64.flatten()[worst].item()}, ref {r64.flatten()[worst].item()}")
     return "\n".join(lines)

@@ -200,12 +200,16 @@ class Patch:
     * ``prm_counts`` ``[L, H, Y, Y]``, ``prm_base`` ``[Y, Y]`` (float64), ``prm_utterances``:
       sums of P'_u and P_U,u over the utterances given labels (:meth:`set_labels`).
     * ``num_layers``, ``num_heads``, ``layer_of`` (module -> layer index).
+    * ``head_gates`` (with ``head_gates=True``): an ``[L, H]`` ``nn.Parameter`` of ones (the model's
+      parameter dtype and device),
+      multiplied into each head's attention output (Michel et al. 2019's xi); after ``loss.backward()``
+      :meth:`head_importance` reads its gradient. ``None`` without head gates.
 
     Use as a context manager or call :meth:`remove`; removal restores the model exactly.
     """
 
     def __init__(self, model: nn.Module, *, stats: Iterable[str] = STAT_NAMES, prune=None, span=None,
-                 span_mode: str = "zero", backend: str = "auto"):
+                 span_mode: str = "zero", backend: str = "auto", head_gates: bool = False):
         if isinstance(stats, str):
             stats = (stats,)
         stats = tuple(stats)
@@ -237,6 +241,10 @@ class Patch:
         self._mask_cache = None  # (mask, mask._version, batch, frames, how, lengths) of the last mask seen
         self._host_cache = None  # (lengths, lengths._version, CPU copy) of the last lengths seen
         self._device_keep: Dict[tuple, tuple] = {}  # (layer, device) -> (head_mask, kept head indices)
+        if not isinstance(head_gates, bool):
+            raise TypeError(f"satkern.patch: argument 'head_gates' must be a bool; got {type(head_gates).__name__}")
+        self._want_gates = head_gates
+        self.head_gates: Optional[nn.Parameter] = None
         self.reset()
 
     # ------------------------------------------------------------------ set-up (adapters)
@@ -271,6 +279,12 @@ class Patch:
         self.num_heads = heads[0]
         self._keep = self._parse_prune(self._prune_arg)
         self._spans = self._parse_span(self._span_arg)
+        if self._want_gates:
+            # on the model's device, in its parameter dtype (float32 for a model without float parameters)
+            first = next((p for p in self.model.parameters() if p.dtype.is_floating_point), None)
+            device = first.device if first is not None else None
+            dtype = first.dtype if first is not None else torch.float32
+            self.head_gates = nn.Parameter(torch.ones(self.num_layers, self.num_heads, device=device, dtype=dtype))
         for m in self._modules:
             _OWNER[m] = self
 
@@ -501,6 +515,9 @@ class Patch:
             bias_full = None if bias is None else bias.expand(B, H, T, T)
             out = _fill_padded_rows(out, q, k, v, host_lengths, scale_f, bias_full, heads, span,
                                     self.span_mode)
+        if self.head_gates is not None:  # xi_h multiplies head h's output (padded rows included)
+            gate = self.head_gates[layer].to(device=out.device, dtype=out.dtype)
+            out = out * gate[None, :, None, None]
         if chunk is not None:
             self._record_chunk(layer, res, W, chunk)
         else:
@@ -651,6 +668,32 @@ class Patch:
                 per_layer.append(torch.cat(parts).cpu() if parts else torch.zeros(0, self.num_heads))
             setattr(out, w, torch.stack(per_layer, dim=1))
         return out
+
+    def head_importance(self, normalized: bool = True) -> torch.Tensor:
+        """Gradient head importance (Michel et al. 2019; METRICS.md "Gradient importance"), float32 ``[L, H]``.
+
+        I_h = abs(sum dL/dxi_h): the absolute value of the head gate's gradient, accumulated over every
+        ``loss.backward()`` since the patch was made (or since :meth:`zero_importance`). ``normalized``
+        (the default, as Michel et al. do): each layer's scores divided by their L2 norm (a layer whose
+        scores are all 0 stays 0); ``normalized=False``: the raw I_h. Needs ``head_gates=True``.
+        """
+        if self.head_gates is None:
+            raise RuntimeError("satkern.Patch.head_importance: the patch has no head gates; make it with "
+                               "satkern.patch(model, head_gates=True)")
+        grad = self.head_gates.grad
+        if grad is None:
+            raise RuntimeError("satkern.Patch.head_importance: the head gates have no gradient yet; run "
+                               "loss.backward() through the patched model first")
+        raw = grad.detach().abs().to(device="cpu", dtype=torch.float32)
+        if not normalized:
+            return raw
+        norm = raw.norm(dim=-1, keepdim=True)
+        return torch.where(norm > 0, raw / torch.where(norm > 0, norm, torch.ones_like(norm)), torch.zeros_like(raw))
+
+    def zero_importance(self) -> None:
+        """Forget the accumulated head-gate gradients (start a new importance estimate)."""
+        if self.head_gates is not None:
+            self.head_gates.grad = None
 
     # ------------------------------------------------------------------ removal
     def remove(self) -> None:

@@ -96,9 +96,11 @@ def _fallback(module, query, key, value, attention_mask, scaling=None, dropout=0
 
 def _refuse_training_dropout(module: nn.Module, dropout: float) -> None:
     if module.training and dropout and dropout > 0:
+        # every patched transformers family reads its attention dropout from config.attention_dropout
         raise RuntimeError(f"satkern: {type(module).__name__} is in training mode with attention dropout "
-                           f"{dropout}; satkern does not implement attention dropout. Call model.eval() (or "
-                           f"set the attention dropout to 0) while patched.")
+                           f"{dropout} (config field 'attention_dropout'); satkern does not implement attention "
+                           f"dropout. Set config.attention_dropout = 0 before building the model to train it "
+                           f"patched, or call model.eval().")
 
 
 def satkern_attention(module: nn.Module, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,

@@ -37,8 +37,10 @@ def _dropout_p(module: nn.Module) -> float:
 def _attend(module: nn.Module, q, k, v, lengths=None):
     p = _dropout_p(module)
     if module.training and p > 0:
-        raise RuntimeError(f"satkern: {type(module).__name__} is in training mode with attention dropout {p}; "
-                           f"satkern does not implement attention dropout. Call model.eval() while patched.")
+        raise RuntimeError(f"satkern: {type(module).__name__} is in training mode with attention dropout {p} "
+                           f"(config field 'attention_probs_dropout_prob'); satkern does not implement attention "
+                           f"dropout. Build the model with attention_probs_dropout_prob=0 to train it patched, "
+                           f"or call model.eval().")
     scale = getattr(module, "scaling", None)
     return owner(module).run(module, q, k, v, lengths=lengths, scale=scale)
 

@@ -65,11 +65,34 @@ def _fused_attention_triton(q, k, v, lengths, bias, head_mask, label_weights, sc
                            "under the Triton interpreter (TRITON_INTERPRET=1 set before triton is imported)")
     from .launch import fused_attention_forward
 
+    if bias is not None:  # the op takes the bias un-expanded (size 1 on broadcast dims); the kernel reads strides
+        bias = bias.expand(q.shape[0], q.shape[1], q.shape[2], q.shape[2])
     return fused_attention_forward(q, k, v, lengths, bias, head_mask, label_weights, scale, span, renorm,
                                    want_entropy, want_distance, want_colmass, want_maxweight)
 
 
 torch.library.register_kernel("satkern::fused_attention_triton", ("cuda", "cpu"), _fused_attention_triton,
+                              lib=schema._lib)
+
+
+def _fused_attention_triton_backward(grad_out, grad_lse, grad_entropy, grad_distance, grad_colmass, q, k, v, out,
+                                     lse, entropy, distance, lengths, bias, head_mask, scale, span, renorm,
+                                     want_grad_bias):
+    if q.device.type != "cuda" and not _interpreting():
+        raise RuntimeError("satkern: the Triton backward runs on CUDA tensors, or on CPU tensors only under the "
+                           "Triton interpreter (TRITON_INTERPRET=1 set before triton is imported)")
+    from .backward import fused_attention_backward
+
+    return fused_attention_backward(grad_out, grad_lse, grad_entropy, grad_distance, grad_colmass, q, k, v, out,
+                                    lse, entropy, distance, lengths, bias, head_mask, scale, span, renorm,
+                                    want_grad_bias)
+
+
+# the triton op's backward (CUDA, or CPU under the interpreter), and the backward of the cuda backend's
+# satkern::fused_attention on CUDA tensors (no hand-written CUDA backward: it is routed through Triton)
+torch.library.register_kernel("satkern::fused_attention_triton_backward", ("cuda", "cpu"),
+                              _fused_attention_triton_backward, lib=schema._lib)
+torch.library.register_kernel("satkern::fused_attention_backward", "cuda", _fused_attention_triton_backward,
                               lib=schema._lib)
 
 
