@@ -209,6 +209,7 @@ def test_auto_heads_from_csv(corpus, model, tmp_path):
     (["--tolerance", "0"], "--tolerance"),
     (["--tolerance=-0.02"], "--tolerance"),
     (["--features", "hidden:7"], "--features"),
+    (["--threads", "0"], "--threads"),
 ])
 def test_bad_arguments_one_line(corpus, tmp_path, capsys, extra, needle):
     rc = cli_main(["segment", "--model", MODEL, "--corpus", str(corpus), "--out", str(tmp_path / "o"),
