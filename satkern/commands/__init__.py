@@ -11,4 +11,5 @@ COMMANDS = [
     "analyze",
     "demo",
     "segment",
+    "rank",
 ]
