@@ -50,6 +50,8 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--no-textgrids", action="store_true", help="do not write per-utterance TextGrids")
     ap.add_argument("--overwrite", action="store_true", help="replace a previous run in --out")
     ap.add_argument("--trust-checkpoint", action="store_true", help="allow pickled s3prl checkpoints (runs their code)")
+    ap.add_argument("--threads", type=int, help="torch CPU threads (default: torch's own; 1 is fastest on a busy "
+                                                "shared machine)")
     ap.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -91,6 +93,12 @@ def print_report(out: Path, summary: dict, file=sys.stdout) -> None:
 def run(args) -> int:
     from ..segment.job import segment_corpus
 
+    if args.threads is not None:
+        if args.threads < 1:
+            raise ValueError(f"argument '--threads' must be >= 1; got {args.threads}")
+        import torch
+
+        torch.set_num_threads(args.threads)
     summary = segment_corpus(config_from_args(args))
     print_report(Path(args.out), summary)
     return 0

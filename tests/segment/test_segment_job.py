@@ -209,6 +209,7 @@ def test_auto_heads_from_csv(corpus, model, tmp_path):
     (["--tolerance", "0"], "--tolerance"),
     (["--tolerance=-0.02"], "--tolerance"),
     (["--features", "hidden:7"], "--features"),
+    (["--threads", "0"], "--threads"),
 ])
 def test_bad_arguments_one_line(corpus, tmp_path, capsys, extra, needle):
     rc = cli_main(["segment", "--model", MODEL, "--corpus", str(corpus), "--out", str(tmp_path / "o"),
@@ -216,3 +217,40 @@ def test_bad_arguments_one_line(corpus, tmp_path, capsys, extra, needle):
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 2
     assert len(err) == 1 and err[0].startswith("satkern segment: error:") and needle in err[0], err
+
+
+def test_auto_heads_by_computed_diagonality(corpus, model, tmp_path):
+    """Without heads.csv, D comes from the fused distance statistic over the tune split; it ranks the
+    heads as D computed here from the model's eager maps (METRICS.md eq. 3) does."""
+    import random
+
+    cfg = SegmentConfig(model=MODEL, corpus=str(corpus), out=str(tmp_path / "out"), features=("attention",),
+                        heads="auto", candidates=3, keep_heads=1, tune_on=2, alpha_grid=(0.01,), beta_grid=(1.0,),
+                        pr_betas=(1.0,), textgrids=False, max_utterances=4, progress=False)
+    s = segment_corpus(cfg, model=model, log=lambda m: None)
+    c = discover_corpus(corpus)
+    aligned = sorted((u for u in c.utterances if u.alignment), key=lambda u: u.uid)[:4]
+    tune = random.Random(0).sample(aligned, 2)
+    D = torch.zeros(2, 4, dtype=torch.float64)
+    for u in tune:
+        inputs, frames = model.prepare([load_audio(u.audio, model.sample_rate)])
+        with torch.inference_mode():
+            res = model.forward(inputs, output_attentions=True)
+        n = int(frames[0])
+        q = torch.arange(n)
+        dist = (q[:, None] - q[None, :]).abs().to(torch.float64)
+        for layer, A in enumerate(res.attentions):
+            D[layer] += -(A[0, :, :n, :n].to(torch.float64) * dist).sum((-1, -2)) / n ** 2 / len(tune)
+    for h, d in s["heads"]["D"].items():
+        layer, head = map(int, h.split(":"))
+        assert math.isclose(d, float(D[layer, head]), rel_tol=1e-5)
+    order = sorted(((l, h) for l in range(2) for h in range(4)), key=lambda lh: (-float(D[lh]), lh))
+    assert s["heads"]["candidates"] == [f"{l}:{h}" for l, h in order[:3]]
+    assert s["heads"]["kept"] == [s["heads"]["best"]]
+
+
+def test_tune_on_must_leave_test_utterances(corpus, tmp_path, capsys):
+    rc = cli_main(["segment", "--model", MODEL, "--corpus", str(corpus), "--out", str(tmp_path / "o"), "--no-progress",
+                   "--tune-on", "6", "--alpha-grid", "0.01"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and "--tune-on" in err[0], err
