@@ -10,5 +10,6 @@ from __future__ import annotations
 COMMANDS = [
     "analyze",
     "demo",
+    "segment",
     "rank",
 ]
