@@ -40,18 +40,18 @@ def _check_out(out) -> Path:
     return out
 
 
-def write_report(run_dirs: Sequence, out) -> ReportResult:
+def write_report(run_dirs: Sequence, out, *, progress: bool = False) -> ReportResult:
     """Read ``run_dirs``, render the page and write it to ``out`` atomically (temp file + rename).
 
     Raises ``FileNotFoundError`` (a missing run folder, or ``out``'s folder missing) or
     ``ValueError`` (:class:`RunFolderError`: not a run folder, corrupt files, runs of different
-    models) before anything is written.
+    models) before anything is written. ``progress``: a progress bar over the sections.
     """
     from .html import render
 
     out = _check_out(out)
     data = load_runs(run_dirs)
-    page = render(data).encode("utf-8")
+    page = render(data, progress=progress).encode("utf-8")
     tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
     try:
         with open(tmp, "wb") as f:

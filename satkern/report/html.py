@@ -286,7 +286,7 @@ def _pruning(data: ReportData) -> str:
     return "".join(out)
 
 
-def render(data: ReportData, *, title: Optional[str] = None) -> str:
+def render(data: ReportData, *, title: Optional[str] = None, progress: bool = False) -> str:
     """The whole page as a string."""
     import satkern
 
@@ -301,7 +301,14 @@ def render(data: ReportData, *, title: Optional[str] = None) -> str:
     title = title or f"satkern report: {name}"
     body = {"overview": _overview, "head-map": _head_map, "attention-maps": _attention_maps,
             "segmentation": _segmentation, "phoneme-relations": _phoneme_relations, "pruning": _pruning}
-    sections = "".join(f'<section id="{sid}"><h2>{_e(label)}</h2>{body[sid](data)}</section>' for sid, label in SECTIONS)
+    todo = SECTIONS
+    if progress:
+        import sys
+
+        from tqdm import tqdm
+
+        todo = tqdm(SECTIONS, desc="report", unit="section", file=sys.stderr, dynamic_ncols=True)
+    sections = "".join(f'<section id="{sid}"><h2>{_e(label)}</h2>{body[sid](data)}</section>' for sid, label in todo)
     nav = "".join(f'<a href="#{sid}">{_e(label)}</a>' for sid, label in SECTIONS)
     stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     missing = data.missing()
