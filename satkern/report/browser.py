@@ -18,7 +18,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import List, Optional
+from typing import List, Optional, Sequence
 
 CHROMIUM_NAMES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
 
@@ -46,6 +46,7 @@ class PageCheck:
     console_errors: List[str] = field(default_factory=list)  # console.error, uncaught exceptions, log errors
     section_ids: List[str] = field(default_factory=list)
     table_rows: int = 0  # rows of the head table (tbody)
+    script_results: list = field(default_factory=list)  # values of the ``scripts`` run after load
     screenshot_png: bytes = b""
 
     @property
@@ -141,12 +142,13 @@ _PAGE_PROBE = """(() => ({
 
 
 def check_page(html_path, *, width: int = 1280, max_height: int = 16000, timeout: float = 90.0,
-               chromium: Optional[str] = None, screenshot: bool = True) -> PageCheck:
+               chromium: Optional[str] = None, screenshot: bool = True, scripts: Sequence[str] = ()) -> PageCheck:
     """Open ``html_path`` (a file) in headless Chromium and report what it loaded.
 
     Host names resolve to nothing (``--host-resolver-rules``), so a page that tried the network
     would fail to load it -- and the attempt is still listed in ``requests``. The screenshot
-    is of the whole page (``width`` CSS pixels wide, at most ``max_height`` tall).
+    is of the whole page (``width`` CSS pixels wide, at most ``max_height`` tall). ``scripts``:
+    JavaScript expressions evaluated in the page after it loaded, in order (``script_results``).
     """
     exe = chromium or find_chromium()
     if exe is None:
@@ -194,6 +196,11 @@ def check_page(html_path, *, width: int = 1280, max_height: int = 16000, timeout
             time.sleep(0.2)
         check = PageCheck(url=url, images=probe["images"], svgs=probe["svgs"], section_ids=probe["sections"],
                           table_rows=probe["rows"])
+        for expr in scripts:
+            r = cdp.send("Runtime.evaluate", {"expression": expr, "returnByValue": True}, session=session)
+            if "exceptionDetails" in r:
+                raise RuntimeError(f"chromium: script failed: {r['exceptionDetails'].get('text')}: {expr[:80]}")
+            check.script_results.append(r["result"].get("value"))
         if screenshot:
             height = max(300, min(int(probe["height"]), max_height))
             cdp.send("Emulation.setDeviceMetricsOverride", {"width": width, "height": height, "deviceScaleFactor": 1,
