@@ -103,7 +103,9 @@ def _kv_table(rows) -> str:
 
 
 def _frame_table(df, columns: List[str], cls: str = "", sortable: bool = True, digits: int = 4) -> str:
-    head = "".join(f'<th class="t">{_e(c)}</th>' if df[c].dtype == object else f"<th>{_e(c)}</th>" for c in columns)
+    from pandas.api.types import is_numeric_dtype
+
+    head = "".join(f"<th>{_e(c)}</th>" if is_numeric_dtype(df[c]) else f'<th class="t">{_e(c)}</th>' for c in columns)
     rows = []
     for rec in df[columns].itertuples(index=False):
         cells = []
@@ -235,6 +237,7 @@ def _segmentation(data: ReportData) -> str:
             sc[c] = sc[c].fillna("").astype(str)
     out.append("<h3>Scores (strict hits, 20 ms unless the run says otherwise)</h3>")
     out.append(_frame_table(sc.sort_values("r_value", ascending=False).head(200), cols, cls="scores"))
+    out.append(_notes(s.summary))
     out.append(f'<p class="src">from <code>{_e(s.path)}</code>.</p>')
     return "".join(out)
 
@@ -269,6 +272,15 @@ def _phoneme_relations(data: ReportData) -> str:
     return "".join(out)
 
 
+def _notes(summary: dict) -> str:
+    notes = summary.get("notes") or []
+    if isinstance(notes, str):
+        notes = [notes]
+    if not notes:
+        return ""
+    return "<h3>Notes from the run</h3><ul>" + "".join(f"<li>{_e(n)}</li>" for n in notes) + "</ul>"
+
+
 def _pruning(data: ReportData) -> str:
     r = data.rank
     if r is None:
@@ -281,6 +293,7 @@ def _pruning(data: ReportData) -> str:
         out.append("<h3>Forward time per audio second after each pruning step</h3>")
         speed["order"] = speed["order"].astype(str)
         out.append(_frame_table(speed, list(speed.columns), cls="speed"))
+    out.append(_notes(r.summary))
     out.append(f'<p class="src">from <code>{_e(r.path / "curves.csv")}</code> ({len(c)} rows, tasks '
                f'{_e(", ".join(sorted(c["task"].astype(str).unique())))}).</p>')
     return "".join(out)

@@ -56,3 +56,29 @@ def test_the_checker_sees_a_page_that_reaches_out(tmp_path):
     assert check.outside_requests == ["http://example.invalid/a.png"]
     assert len(check.broken_images) == 2
     assert any("boom" in e for e in check.console_errors)
+
+
+def test_report_of_a_real_analyze_run_opens_offline(tmp_path):
+    """A real `analyze --maps 1` run (tiny random s3prl model, 3 fixture utterances) plus segment and
+    rank folders in their formats, for the same model: every section drawn, all from files."""
+    import json
+    from pathlib import Path
+
+    from satkern.analysis import AnalyzeConfig, analyze
+
+    from report_runs import make_rank, make_segment
+
+    fixture = Path(__file__).resolve().parents[1] / "fixtures" / "corpus"
+    a = tmp_path / "analyze"
+    analyze(AnalyzeConfig(model="tiny-mockingjay-base", corpus=str(fixture), out=str(a), maps=1, max_utterances=3,
+                          progress=False), log=lambda s: None)
+    model = json.loads((a / "summary.json").read_text())["model"]
+    res = write_report([a, make_segment(tmp_path / "segment", model=model), make_rank(tmp_path / "rank", model=model)],
+                       tmp_path / "report.html")
+    assert res.sections_missing == []
+    html = res.path.read_text()
+    check = check_page(res.path, screenshot=False)
+    assert len(check.images) == html.count("<img ") >= 13
+    assert check.broken_images == [] and check.outside_requests == [] and check.console_errors == []
+    assert check.table_rows == model["layers"] * model["heads"]
+    assert "tiny-mockingjay-base" in html and "RANDOM WEIGHTS" in html

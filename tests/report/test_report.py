@@ -91,6 +91,7 @@ def test_full_report_has_every_section_with_inline_figures(tmp_path):
     assert "http://" not in text and "https://" not in text  # nothing to fetch, not even a link
     assert "default-src 'none'" in text
     assert "not in the given runs" not in text
+    assert "task reconstruction skipped: the model has no pre-training head" in text  # rank's notes
     assert len(page.head_rows) == L * H
     assert not list(tmp_path.glob(".report.html.tmp-*"))
 
