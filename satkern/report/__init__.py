@@ -19,7 +19,7 @@ from .load import MAKES as MAKES_HINT, ReportData, RunFolderError, load_runs
 
 matplotlib.use("Agg", force=False)  # library code never opens a window; figures use the object API anyway
 
-__all__ = ["write_report", "ReportResult", "RunFolderError", "load_runs", "ReportData"]
+__all__ = ["write_report", "ReportResult", "RunFolderError", "load_runs", "ReportData", "MAKES_HINT"]
 
 
 @dataclass

@@ -7,7 +7,7 @@ opens a window; :func:`to_png` renders with Agg. Each figure names the paper fig
 from __future__ import annotations
 
 import io
-from typing import Dict, Optional, Sequence
+from typing import Sequence
 
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg

@@ -1,8 +1,6 @@
 """satkern report on synthetic run folders: partial runs, what the page shows comes from the files,
 and every bad input is one clear error with nothing written."""
 import base64
-import io
-import re
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -13,7 +11,7 @@ import pytest
 from satkern.cli import main
 from satkern.report import RunFolderError, load_runs, write_report
 
-from report_runs import L, H, make_all, make_analyze, make_rank, make_segment
+from report_runs import MODEL, L, H, make_all, make_analyze, make_rank, make_segment, write_maps
 
 SECTION_IDS = ["overview", "head-map", "attention-maps", "segmentation", "phoneme-relations", "pruning"]
 
@@ -194,10 +192,10 @@ def test_corrupt_run_folder_is_one_clear_error_and_the_old_report_stays(tmp_path
 
 
 def test_maps_from_another_model_are_refused(tmp_path, capsys):
-    other = dict(__import__("report_runs").MODEL, name="other-model", weights_checksum="ffffffffffffffff")
+    other = dict(MODEL, name="other-model", weights_checksum="ffffffffffffffff")
     a = make_analyze(tmp_path / "a", maps=False)
     rng = np.random.default_rng(5)
-    __import__("report_runs").write_maps(a / "maps.npz", rng, pd.read_csv(a / "heads.csv"), model=other)
+    write_maps(a / "maps.npz", rng, pd.read_csv(a / "heads.csv"), model=other)
     _one_line_error(capsys, ["report", str(a), "--out", str(tmp_path / "r.html")], "maps of model 'other-model'",
                     "tiny-test")
     assert not (tmp_path / "r.html").exists()
@@ -217,7 +215,7 @@ def test_maps_of_heads_the_run_does_not_have_are_refused(tmp_path):
 
 def test_runs_of_different_models_are_refused(tmp_path, capsys):
     a = make_analyze(tmp_path / "a")
-    other = dict(__import__("report_runs").MODEL, name="other", weights_checksum="1111111111111111")
+    other = dict(MODEL, name="other", weights_checksum="1111111111111111")
     s = make_segment(tmp_path / "s", model=other)
     _one_line_error(capsys, ["report", str(a), str(s), "--out", str(tmp_path / "r.html")], "different models")
 
