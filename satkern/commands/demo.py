@@ -51,7 +51,14 @@ def _cli_step(step: str, argv) -> int:
     from ..cli import main
 
     print(f"\nsatkern demo: satkern {' '.join(argv)}", flush=True)
-    return main(argv)
+    try:
+        return main(argv)
+    except Exception:  # a crash in one step must not cost the report of the others: shown, then counted as failed
+        import traceback
+
+        traceback.print_exc()
+        print(f"satkern demo: the {step} step crashed (traceback above); the report leaves it out", file=sys.stderr)
+        return 1
 
 
 def run(args) -> int:
