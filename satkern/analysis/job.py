@@ -80,6 +80,7 @@ class AnalyzeConfig:
     min_seconds: float = 0.25  # clips shorter than this are skipped with a reason
     keep_checkpoint: bool = False  # keep DIR/checkpoint/ after a successful run
     s3prl_whole_sequence: bool = False  # s3prl checkpoints: ignore task.sequence_length (no chunks)
+    maps: int = 0  # K > 0: attention maps of the K most global / vertical / diagonal heads -> maps.npz (maps.py)
 
     def fingerprint_fields(self) -> dict:
         return {"model": self.model, "corpus": os.path.abspath(self.corpus), "stats": sorted(self.stats),
@@ -202,6 +203,12 @@ def analyze(config: AnalyzeConfig, *, model=None, on_batch: Optional[Callable[[i
     from satkern.models import load_model
 
     t_start = time.perf_counter()
+    if not isinstance(config.maps, int) or isinstance(config.maps, bool) or config.maps < 0:
+        raise ValueError(f"satkern analyze: --maps must be a whole number >= 0 (heads per category); got {config.maps!r}")
+    if config.maps and not config.per_utterance:
+        from dataclasses import replace
+
+        config = replace(config, per_utterance=True)  # maps.py picks utterances by their per-utterance values
     dist = _setup_distributed(config.device)
     try:
         return _analyze(config, dist, model, on_batch, log, t_start, satkern, load_model)
@@ -348,7 +355,7 @@ def _analyze(config, dist, model, on_batch, log, t_start, satkern, load_model) -
     if rank0:
         out.mkdir(parents=True, exist_ok=True)
         if not config.resume:
-            for p in ck.all_paths() + [out / n for n in ("heads.csv", "prm.npz", "utterances.parquet", "summary.json")]:
+            for p in ck.all_paths() + [out / n for n in ("heads.csv", "prm.npz", "utterances.parquet", "maps.npz", "summary.json")]:
                 if p.exists():
                     p.unlink()  # a fresh run leaves no output of an earlier one behind
             if ck.parts_dir.exists():
@@ -368,7 +375,7 @@ def _analyze(config, dist, model, on_batch, log, t_start, satkern, load_model) -
     elif config.order != "length":
         raise ValueError(f"satkern analyze: order must be 'length' or 'shuffle'; got {config.order!r}")
     shard_seconds = sum(u.duration for u in shard)
-    ds = BatchDataset(batches, rate, with_alignments=use_labels, tier=config.phone_tier, label_map=label_map,
+    ds = BatchDataset(batches, rate, with_alignments=corpus.has_alignments, tier=config.phone_tier, label_map=label_map,
                       allow_resample=config.allow_resample)
     loader = torch.utils.data.DataLoader(ds, batch_size=None, shuffle=False, num_workers=config.workers,
                                          collate_fn=_identity, prefetch_factor=2 if config.workers else None,
@@ -548,6 +555,17 @@ def _analyze(config, dist, model, on_batch, log, t_start, satkern, load_model) -
             write_prm(out / "prm.npz", acc, labels)
         if config.per_utterance:
             write_utterances(out / "utterances.parquet", None, parts=[ck.parts_dir / p for p in all_parts])
+        maps_info = None
+        if config.maps:
+            import pandas as pd
+
+            from .maps import write_maps
+
+            maps_info = write_maps(out / "maps.npz", model=model, utterances=utts,
+                                   per_utterance=pd.read_parquet(out / "utterances.parquet"), heads=heads,
+                                   k=config.maps, model_spec=config.model, weights_checksum=fingerprint["weights"],
+                                   with_alignments=corpus.has_alignments, tier=config.phone_tier, label_map=label_map,
+                                   allow_resample=config.allow_resample, backend=config.backend, log=log)
         skipped = discovery_skipped + all_skipped
         proc_audio = audio_seconds
         summary = {
@@ -580,6 +598,7 @@ def _analyze(config, dist, model, on_batch, log, t_start, satkern, load_model) -
             "backend": {"requested": config.backend, "used": sorted(h.backends_used)},
             "stats": list(stats),
             "notes": notes,
+            "maps": maps_info,
             "processes": dist.world,
             "resumed": bool(finished),
             "utterances_this_run": n_done,

@@ -12,4 +12,5 @@ COMMANDS = [
     "demo",
     "segment",
     "rank",
+    "report",
 ]

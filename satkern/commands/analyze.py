@@ -28,6 +28,10 @@ def _add_analyze_args(ap: argparse.ArgumentParser, *, demo: bool = False) -> Non
                     help="padded audio seconds per batch (default 40; 0: one utterance per batch)")
     ap.add_argument("--workers", type=int, default=0, help="audio loader processes (default 0: main process)")
     ap.add_argument("--per-utterance", action="store_true", help="also write utterances.parquet")
+    ap.add_argument("--maps", type=int, default=0, metavar="K",
+                    help="store attention maps (maps.npz, for `satkern report`) of the K most global, vertical and "
+                         "diagonal heads, an average and an extreme utterance each (default 0: none; implies "
+                         "--per-utterance)")
     ap.add_argument("--resume", action="store_true", help="continue the run checkpointed in --out")
     ap.add_argument("--overwrite", action="store_true", help="start over in an --out that holds a previous run")
     ap.add_argument("--fold-39", action="store_true", help="fold TIMIT-61 / ARPAbet phones into the 39 classes")
@@ -63,7 +67,7 @@ def _config(args, *, model: str, corpus: str, out: str):
         checkpoint_seconds=args.checkpoint_seconds, max_utterances=args.max_utterances, seed=args.seed,
         progress=not args.no_progress and sys.stderr.isatty(), trust_checkpoint=args.trust_checkpoint,
         min_seconds=args.min_seconds, keep_checkpoint=args.keep_checkpoint,
-        s3prl_whole_sequence=args.s3prl_whole_sequence)
+        s3prl_whole_sequence=args.s3prl_whole_sequence, maps=args.maps)
 
 
 def print_report(out: Path, summary: dict, file=None) -> None:
