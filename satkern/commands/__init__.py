@@ -10,4 +10,5 @@ from __future__ import annotations
 COMMANDS = [
     "analyze",
     "demo",
+    "pretrain",
 ]
