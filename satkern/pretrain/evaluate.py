@@ -67,10 +67,12 @@ def masked_reconstruction(model, head, feats: Sequence[torch.Tensor], consecutiv
 
 
 @torch.no_grad()
-def mean_attention_distance(model, feats: Sequence[torch.Tensor]) -> torch.Tensor:
-    """``[L, H]`` float64: per head, the mean over utterances of ``(1/T) sum_q sum_k abs(q-k) A[q,k]``
-    (eager float32 maps of each utterance alone)."""
-    total = None
+def attention_distances(model, feats: Sequence[torch.Tensor]):
+    """``(mean_distance [L, H], D [L, H])`` float64 over utterances (eager float32 maps of each
+    utterance alone): ``mean_distance`` is the mean over utterances of ``(1/T) sum_q sum_k abs(q-k) A[q,k]``
+    (frames), ``D`` the corpus diagonality of METRICS.md, the mean over utterances of
+    ``-(1/T^2) sum_q sum_k abs(q-k) A[q,k]``."""
+    dist_total = diag_total = None
     n = 0
     model.eval()
     for f in feats:
@@ -84,11 +86,18 @@ def mean_attention_distance(model, feats: Sequence[torch.Tensor]) -> torch.Tenso
             dist = (idx[:, None] - idx[None, :]).abs()
             per_layer.append((A[0].double() * dist).sum(-1).mean(-1))  # [H]
         d = torch.stack(per_layer)
-        total = d if total is None else total + d
+        T = out.attentions[0].shape[-1]
+        dist_total = d if dist_total is None else dist_total + d
+        diag_total = -d / T if diag_total is None else diag_total - d / T
         n += 1
     if n == 0:
-        raise ValueError("mean_attention_distance: no utterance long enough")
-    return total / n
+        raise ValueError("attention_distances: no utterance long enough")
+    return dist_total / n, diag_total / n
+
+
+def mean_attention_distance(model, feats: Sequence[torch.Tensor]) -> torch.Tensor:
+    """``[L, H]``: the first output of :func:`attention_distances`."""
+    return attention_distances(model, feats)[0]
 
 
 def fixture_metrics(model, head, waveform: torch.Tensor, consecutive: int) -> Dict[str, object]:
@@ -105,4 +114,5 @@ def fixture_metrics(model, head, waveform: torch.Tensor, consecutive: int) -> Di
             "mean_attention_distance": [[float(v) for v in row] for row in dist]}
 
 
-__all__: List[str] = ["utterance_features", "masked_reconstruction", "mean_attention_distance", "fixture_metrics"]
+__all__: List[str] = ["utterance_features", "masked_reconstruction", "attention_distances", "mean_attention_distance",
+                      "fixture_metrics"]
