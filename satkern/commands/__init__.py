@@ -13,4 +13,5 @@ COMMANDS = [
     "segment",
     "rank",
     "report",
+    "pretrain",
 ]

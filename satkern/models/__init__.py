@@ -6,6 +6,9 @@
   ``wav2vec2-conformer-base`` (transformers), ``mockingjay-base``, ``tera-base``,
   ``audio-albert-base`` (s3prl format, :mod:`satkern.models.s3prl`), and ``tiny-<name>`` of
   each (2 layers, hidden 32-64) for tests.
+* trained SATs shipped with satkern (:mod:`satkern.models.trained`): ``sat-mini-m3`` (and m6, m9
+  where shipped), returned with their trained weights (``random_weights`` False) by both
+  :func:`build` and :func:`load_model`.
 * :func:`load_model` ``(spec, trust_checkpoint=False)`` -> :class:`SpeechModel`: a transformers
   model directory (offline), an s3prl checkpoint file, or a built-in name.
 """
@@ -19,14 +22,15 @@ import torch
 from torch import nn
 
 from . import hf as _hf
+from .trained import is_trained_name, load_trained, trained_names
 
 S3PRL_NAMES = ("mockingjay-base", "tera-base", "audio-albert-base")
 
 
 def names() -> List[str]:
-    """Every built-in model name."""
+    """Every built-in model name (random-weight architectures and the shipped trained models)."""
     s3 = list(S3PRL_NAMES)
-    return _hf.names() + s3 + ["tiny-" + n for n in s3]
+    return _hf.names() + s3 + ["tiny-" + n for n in s3] + trained_names()
 
 
 def _is_s3prl_name(name: str) -> bool:
@@ -52,6 +56,11 @@ def build(name: str, **overrides) -> nn.Module:
     """
     if not isinstance(name, str):
         raise TypeError(f"satkern.models.build: name must be a string; got {type(name).__name__}")
+    if is_trained_name(name):
+        if overrides:
+            raise ValueError(f"satkern.models.build: {name!r} is a trained model; it takes no overrides "
+                             f"(got {sorted(overrides)})")
+        return load_trained(name)
     if _is_s3prl_name(name):
         from .s3prl import build_s3prl
 
@@ -237,7 +246,8 @@ def load_model(spec: str, *, trust_checkpoint: bool = False, s3prl_whole_sequenc
       (never touches the network);
     * file: an s3prl checkpoint, loaded safely unless ``trust_checkpoint``
       (``satkern.models.s3prl.load_s3prl_checkpoint``);
-    * a built-in name (:func:`names`): random weights, ``random_weights=True``.
+    * a shipped trained name (``sat-mini-m3``, ...): its trained weights, ``random_weights=False``;
+    * any other built-in name (:func:`names`): random weights, ``random_weights=True``.
 
     ``s3prl_whole_sequence``: run s3prl checkpoints on the whole input at once instead of
     splitting inputs longer than the checkpoint's ``task.sequence_length`` into chunks as
@@ -262,6 +272,8 @@ def load_model(spec: str, *, trust_checkpoint: bool = False, s3prl_whole_sequenc
         model = load_s3prl_checkpoint(spec, trust=trust_checkpoint).eval()
         model.whole_sequence = bool(s3prl_whole_sequence)
         return _s3prl_speech_model(model, os.path.basename(spec), False)
+    if is_trained_name(spec):
+        return _s3prl_speech_model(load_trained(spec), spec, False)
     if spec in names() or _is_s3prl_name(spec):
         model = build(spec)
         if _is_s3prl_name(spec):
