@@ -10,5 +10,8 @@ from __future__ import annotations
 COMMANDS = [
     "analyze",
     "demo",
+    "segment",
+    "rank",
+    "report",
     "pretrain",
 ]

@@ -151,7 +151,8 @@ def _spec_head_of(speech_model, spec_head):
 
 def extract_probe_features(speech_model, utterances: Sequence[ProbeUtterance], *, patch_kwargs: Optional[dict] = None,
                            device="cpu", label_index: Optional[Mapping[str, int]] = None, spec_head=None,
-                           batch_seconds: float = 40.0) -> ProbeFeatures:
+                           batch_seconds: float = 40.0, input_cache: Optional[dict] = None,
+                           layer_cache: Optional[dict] = None) -> ProbeFeatures:
     """Run the frozen model, refined through :func:`satkern.patch` (``patch_kwargs``: ``prune=``,
     ``span=``, ``span_mode=``, ``stats=``, ``backend=``), over ``utterances`` and collect what the
     probes need.
@@ -165,6 +166,13 @@ def extract_probe_features(speech_model, utterances: Sequence[ProbeUtterance], *
         spec_head: the pre-training head (``last hidden [B, T, hidden] -> ([B, T, F*R], ...)``) for the
             reconstruction L1; default ``speech_model.model.spec_head`` if the model has one.
         batch_seconds: padded audio seconds per batch (batching never changes results).
+        input_cache: a dict (empty at first) kept between calls over the same utterances: the model
+            inputs of each batch (``SpeechModel.prepare``: features, padding) are computed once.
+        layer_cache: likewise, for s3prl models: the hidden states entering each layer. The input of
+            layer ``l`` does not depend on a refinement of layers ``l`` and later, so a call whose
+            first refined layer is ``l0`` stores the inputs of layers ``0..l0`` it has not stored yet,
+            and a later call starts at its first refined layer from the stored input when there is one
+            (``forward_seconds`` then times only the layers that ran).
     """
     import satkern
 
@@ -195,6 +203,10 @@ def extract_probe_features(speech_model, utterances: Sequence[ProbeUtterance], *
     order = []
     h = satkern.patch(speech_model, **kwargs)
     run = h.run
+    layers = None
+    if layer_cache is not None and speech_model.family == "s3prl" and not h._which:
+        layers = list(model.encoder.layer)
+        first_refined = _first_refined_layer(h)
 
     def timed_run(*a, **k):  # the attention core of every layer: satkern.attention and its bookkeeping
         nonlocal attn_s
@@ -208,12 +220,21 @@ def extract_probe_features(speech_model, utterances: Sequence[ProbeUtterance], *
     metric_parts = []
     try:
         for batch in _batches([u.num_samples for u in utterances], int(batch_seconds * rate)):
-            waves = [utterances[i].waveform.to(dev) for i in batch]
+            key = tuple(batch)
             with torch.inference_mode():
+                if input_cache is not None and key in input_cache:
+                    inputs, frame_lengths = input_cache[key]
+                else:
+                    inputs, frame_lengths = speech_model.prepare([utterances[i].waveform.to(dev) for i in batch])
+                    if input_cache is not None:
+                        input_cache[key] = (inputs, frame_lengths)
                 t0 = time.perf_counter()
-                inputs, frame_lengths = speech_model.prepare(waves)
-                out = speech_model(inputs)
-                hidden = out.last_hidden_state if hasattr(out, "last_hidden_state") else out[0]
+                if layers is not None:
+                    hidden = _s3prl_forward_cached(model, layers, inputs, frame_lengths, first_refined,
+                                                   layer_cache.setdefault(key, {}))
+                else:
+                    out = speech_model(inputs)
+                    hidden = out.last_hidden_state if hasattr(out, "last_hidden_state") else out[0]
                 if dev.type == "cuda":
                     torch.cuda.synchronize(dev)
                 fwd_s += time.perf_counter() - t0
@@ -265,6 +286,40 @@ def extract_probe_features(speech_model, utterances: Sequence[ProbeUtterance], *
         attention_seconds=attn_s, metrics=metrics, lengths=lengths, notes=notes)
 
 
+def _first_refined_layer(h) -> int:
+    """The first layer a patch changes (pruned heads or a span), or ``num_layers`` if none."""
+    for l in range(h.num_layers):
+        if h._keep[l] is not None or h._spans[l] is not None:
+            return l
+    return h.num_layers
+
+
+def _s3prl_forward_cached(model, layers, inputs, frame_lengths, first_refined: int, cache: dict) -> torch.Tensor:
+    """The last hidden state of an s3prl model, reusing and filling ``cache`` {layer: its input hidden state}.
+
+    Equals ``model(**inputs).last_hidden_state``: the same modules in the same order
+    (:class:`~satkern.models.s3prl.model.S3prlEncoder`'s loop), started at the latest cached layer
+    input that this refinement leaves unchanged (layer ``l`` <= ``first_refined``)."""
+    start = max((l for l in cache if l <= first_refined), default=None)
+    if start is None:
+        from ..models.s3prl.model import position_encoding, stack_frames
+
+        x = stack_frames(inputs["feats"], model.config.downsample_rate)
+        pos = position_encoding(x.shape[1], model.config.hidden_size).to(device=x.device, dtype=x.dtype)
+        hidden, start = model.input_representations(x, pos), 0
+    else:
+        hidden = cache[start]
+    lengths = frame_lengths.to(hidden.device)
+    for i in range(start, len(layers)):
+        if i <= first_refined and i not in cache:
+            cache[i] = hidden
+        layers[i].attention.self.layer_index = i
+        hidden, _ = layers[i](hidden, lengths)
+    if model.encoder.pre_layer_norm:
+        hidden = model.encoder.LayerNorm[-1](hidden)
+    return hidden
+
+
 # ----------------------------------------------------------------------------------- probes
 def reconstruction_l1(test: ProbeFeatures, train: Optional[ProbeFeatures] = None) -> float:
     """Mean abs(head output - input features) over every valid frame and feature dimension of the
@@ -284,12 +339,36 @@ def _standardizer(x: torch.Tensor):
     return lambda z: ((z.double() - mean) / std).float()
 
 
+class single_thread:
+    """Run torch on one intra-op thread inside the block (then restore the count).
+
+    The probes' matrices are small: on this project's 2-core VM a 512 x 32 -> 128 -> 41 MLP step took
+    7 ms on one thread and 100-300 ms on two while other processes kept the cores busy (OpenMP
+    threads waiting on each other). One thread also makes the probes' results independent of the
+    machine's thread count."""
+
+    def __enter__(self):
+        self.n = torch.get_num_threads()
+        torch.set_num_threads(1)
+        return self
+
+    def __exit__(self, *exc):
+        torch.set_num_threads(self.n)
+
+
 def _train_classifier(net: nn.Module, x: torch.Tensor, y: torch.Tensor, *, steps: int, batch: Optional[int],
                       lr: float, gen: torch.Generator) -> nn.Module:
     opt = torch.optim.Adam(net.parameters(), lr=lr)
     loss_fn = nn.CrossEntropyLoss()
     N = x.shape[0]
     net.train()
+    with single_thread():
+        _steps(net, opt, loss_fn, x, y, N, steps, batch, gen)
+    net.eval()
+    return net
+
+
+def _steps(net, opt, loss_fn, x, y, N, steps, batch, gen):
     for _ in range(int(steps)):
         if batch is not None and batch < N:
             idx = torch.randint(0, N, (batch,), generator=gen)
@@ -300,8 +379,6 @@ def _train_classifier(net: nn.Module, x: torch.Tensor, y: torch.Tensor, *, steps
         loss = loss_fn(net(xb), yb)
         loss.backward()
         opt.step()
-    net.eval()
-    return net
 
 
 def _make_net(in_dim: int, num_classes: int, hidden: Optional[int], seed: int) -> nn.Module:
@@ -322,15 +399,25 @@ def frame_probe(train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.Tens
                 num_classes: int, seed: int = 0, steps: int = PROBE_STEPS, hidden: int = PROBE_HIDDEN,
                 batch: int = PROBE_BATCH, lr: float = PROBE_LR) -> float:
     """Accuracy on ``test`` of a one-hidden-layer ReLU MLP trained on standardized ``train`` frames."""
+    net, norm = train_frame_probe(train_x, train_y, num_classes=num_classes, seed=seed, steps=steps, hidden=hidden,
+                                  batch=batch, lr=lr)
+    with torch.no_grad(), single_thread():
+        pred = net(norm(test_x)).argmax(-1)
+    return float((pred == test_y).double().mean())
+
+
+def train_frame_probe(train_x: torch.Tensor, train_y: torch.Tensor, *, num_classes: int, seed: int = 0,
+                      steps: int = PROBE_STEPS, hidden: int = PROBE_HIDDEN, batch: int = PROBE_BATCH,
+                      lr: float = PROBE_LR):
+    """``(net, standardize)``: the trained frame-level MLP and the train split's standardization
+    (``net(standardize(x))`` gives the logits)."""
     _check_steps(steps, "frame_probe")
     norm = _standardizer(train_x)
     gen = torch.Generator().manual_seed(int(seed))
     net = _make_net(train_x.shape[1], num_classes, hidden, seed)
     with torch.enable_grad():
         _train_classifier(net, norm(train_x), train_y, steps=steps, batch=batch, lr=lr, gen=gen)
-    with torch.no_grad():
-        pred = net(norm(test_x)).argmax(-1)
-    return float((pred == test_y).double().mean())
+    return net, norm
 
 
 def _labelled_frames(feats: ProbeFeatures):
@@ -409,7 +496,7 @@ def speaker_utterance_probe(train: ProbeFeatures, test: ProbeFeatures, *, seed: 
     net = _make_net(xtr.shape[1], len(index), None, seed)
     with torch.enable_grad():
         _train_classifier(net, norm(xtr), ytr, steps=steps, batch=None, lr=lr, gen=gen)
-    with torch.no_grad():
+    with torch.no_grad(), single_thread():
         pred = net(norm(xte)).argmax(-1)
     return float((pred == yte).double().mean())
 
@@ -431,6 +518,6 @@ def run_task(task: str, train: ProbeFeatures, test: ProbeFeatures, *, seed: int 
 
 
 __all__ = ["TaskSkipped", "ProbeUtterance", "ProbeFeatures", "frame_phone_labels", "load_probe_utterances",
-           "extract_probe_features", "reconstruction_l1", "frame_probe", "phone_probe", "speaker_frame_probe",
+           "extract_probe_features", "reconstruction_l1", "frame_probe", "train_frame_probe", "phone_probe", "speaker_frame_probe",
            "speaker_utterance_probe", "mean_pool", "TASKS", "run_task", "PROBE_STEPS", "PROBE_HIDDEN",
            "PROBE_BATCH", "PROBE_LR"]

@@ -1,0 +1,610 @@
+"""The corpus job of ``satkern segment``: boundaries from attention heads, hidden states and
+acoustic baselines, tuned on validation utterances and scored on the rest.
+
+:func:`segment_corpus` does, in order (METRICS.md "Phoneme segmentation"):
+
+1. **Split.** Utterances (sorted by id) with alignments are scored; ``tune_on`` of them, drawn with
+   ``seed``, form the *tune* split (validation), the other aligned ones the *test* split.
+   Utterances without an alignment are segmented (TextGrids) but not scored.
+2. **Heads.** ``heads="auto"``: the ``candidates`` most diagonal heads by D (largest first; from a
+   ``heads.csv`` of ``satkern analyze`` or computed with the fused ``distance`` statistic over the
+   tune split), of which the ``keep_heads`` with the best tuned R-value on the tune split are kept.
+   A list of heads is taken as given (each tuned, all kept).
+3. **Tuning.** For every feature set (each head separately), alpha x beta grid search for the best
+   R-value over the tune split (ties: the smaller alpha, then the smaller beta). The default alpha
+   grid is relative: ``ALPHA_MULTIPLIERS`` times the feature set's distance scale (the median over
+   tune utterances of the median pairwise frame distance), because distances between attention rows,
+   hidden states and log-mel frames differ by orders of magnitude; the alpha values used are
+   reported. An explicit alpha grid is used as given for every feature set.
+4. **Segmenting.** Every utterance at the tuned (alpha, beta); test-split counts summed; the
+   precision-recall curve sweeps ``pr_betas`` at the tuned alpha over the test split.
+
+Outputs (in ``out``): ``scores.csv``, ``pr_curve.csv``, ``textgrids/<utterance_id>.TextGrid``,
+``example.npz``, ``summary.json`` (``"version": 1, "kind": "segment"``), ``pr_curve.png`` /
+``pr_curve.svg``; every file written atomically (temporary file + ``os.replace``). Bad files are
+skipped with their reason (``summary.json`` ``skipped``), never fatal.
+"""
+from __future__ import annotations
+
+import io
+import json
+import math
+import random
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+
+from ..analysis.job import _device_description, _git_commit, _versions
+from ..analysis.output import atomic_write_bytes, atomic_write_text
+from ..corpus.audio import AudioError, audio_info, resampled_length
+from ..corpus.batching import BatchDataset
+from ..corpus.readers import Utterance, discover_corpus
+from .boundaries import (SegmentationScores, _check_positive, count_hits, curve_boundaries, filtered_kernel_gram,
+                         pairwise_distances, score_curve, score_curves, true_boundaries)
+from .features import (FeatureSpec, HeadMapCapture, UtteranceFeatures, attention_key, check_heads, extract_features,
+                       head_name, logmel_extractor, model_hop_seconds, model_upsampling, parse_features, parse_heads)
+from .textgrid import textgrid_text
+
+SUMMARY_VERSION = 1
+# default alpha grid: multiples of the feature set's distance scale (a factor of 2 apart)
+ALPHA_MULTIPLIERS = (1 / 16, 1 / 8, 1 / 4, 1 / 2, 1.0, 2.0, 4.0)
+# default beta grid: 2^(k/2), k = -4..6 (0.25 .. 8)
+DEFAULT_BETAS = tuple(2.0 ** (k / 2) for k in range(-4, 7))
+# precision-recall sweep: 2^(k/4), k = -12..16 (0.125 .. 16)
+DEFAULT_PR_BETAS = tuple(2.0 ** (k / 4) for k in range(-12, 17))
+SCORE_COLUMNS = ["split", "features", "head", "alpha", "beta", "hits", "n_pred", "n_true", "precision", "recall",
+                 "f1", "os", "r_value"]
+PR_COLUMNS = ["features", "head", "alpha", "beta", "precision", "recall", "f1", "r_value"]
+OUTPUT_NAMES = ("scores.csv", "pr_curve.csv", "example.npz", "summary.json", "pr_curve.png", "pr_curve.svg")
+
+
+@dataclass
+class SegmentConfig:
+    """Everything :func:`segment_corpus` needs (the CLI maps its options one-to-one onto these)."""
+
+    model: str
+    corpus: str
+    out: str
+    features: Sequence[str] = ("attention", "mfcc")
+    heads: str = "auto"  # "auto" or "L:H,..." (0-based)
+    heads_from: Optional[str] = None  # heads.csv of `satkern analyze` (auto: D from there)
+    candidates: int = 8  # auto: the most diagonal heads considered
+    keep_heads: int = 3  # auto: heads kept (best tune R-value)
+    tune_on: int = 10  # validation utterances
+    alpha_grid: Optional[Sequence[float]] = None  # None: ALPHA_MULTIPLIERS x each feature set's scale
+    beta_grid: Sequence[float] = DEFAULT_BETAS
+    pr_betas: Sequence[float] = DEFAULT_PR_BETAS
+    tolerance: float = 0.02
+    device: str = "cpu"
+    backend: str = "auto"
+    layout: Optional[str] = None
+    alignments: Optional[str] = None
+    phone_tier: Optional[str] = None
+    allow_resample: bool = True
+    max_utterances: Optional[int] = None
+    seed: int = 0
+    textgrids: bool = True
+    progress: bool = True
+    overwrite: bool = False
+    trust_checkpoint: bool = False
+
+
+def _positive_grid(name: str, values) -> List[float]:
+    if values is None:
+        raise ValueError(f"argument '{name}' must hold at least one positive number")
+    vals = [values] if isinstance(values, (int, float)) else list(values)
+    if not vals:
+        raise ValueError(f"argument '{name}' is empty; it must hold at least one positive number")
+    out = []
+    for x in vals:
+        out.append(_check_positive(name, x))
+    return out
+
+
+def parse_grid(text: str, name: str) -> List[float]:
+    """``"0.5,1,2"`` -> floats (CLI helper); ``ValueError`` naming the option otherwise."""
+    items = [t.strip() for t in str(text).split(",") if t.strip()]
+    if not items:
+        raise ValueError(f"argument '{name}' is empty; expected comma-separated positive numbers")
+    vals = []
+    for t in items:
+        try:
+            vals.append(float(t))
+        except ValueError:
+            raise ValueError(f"argument '{name}': {t!r} is not a number; expected comma-separated positive "
+                             f"numbers") from None
+    return _positive_grid(name, vals)
+
+
+def _check_config(cfg: SegmentConfig):
+    specs = parse_features(cfg.features)
+    heads = parse_heads(cfg.heads)
+    tol = _check_positive("--tolerance", cfg.tolerance)
+    alphas = None if cfg.alpha_grid is None else _positive_grid("--alpha-grid", cfg.alpha_grid)
+    betas = _positive_grid("--beta-grid", cfg.beta_grid)
+    pr_betas = _positive_grid("--pr-betas", cfg.pr_betas)
+    for name, v, lo in (("--tune-on", cfg.tune_on, 0), ("--candidates", cfg.candidates, 1),
+                        ("--keep-heads", cfg.keep_heads, 1)):
+        if isinstance(v, bool) or not isinstance(v, int) or v < lo:
+            raise ValueError(f"argument '{name}' must be an integer >= {lo}; got {v!r}")
+    if cfg.max_utterances is not None and cfg.max_utterances < 1:
+        raise ValueError(f"argument '--max-utterances' must be >= 1; got {cfg.max_utterances}")
+    return specs, heads, tol, alphas, betas, pr_betas
+
+
+# ---------------------------------------------------------------------------------------------
+# small pieces
+# ---------------------------------------------------------------------------------------------
+def _segments_seconds(segments, rate: int) -> List[Tuple[float, float, str]]:
+    return [(s.start / rate, s.end / rate, s.label) for s in segments]
+
+
+def _distance_scale(d: torch.Tensor) -> Optional[float]:
+    T = d.shape[0]
+    if T < 2:
+        return None
+    iu = torch.triu_indices(T, T, 1, device=d.device)
+    return float(d[iu[0], iu[1]].median())
+
+
+def _grid_counts(frames: torch.Tensor, hop: float, true: np.ndarray, alphas: Sequence[float],
+                 betas: Sequence[float], tol: float) -> np.ndarray:
+    """``[len(alphas), len(betas), 3]`` (hits, n_pred, n_true) of one utterance and feature set."""
+    out = np.zeros((len(alphas), len(betas), 3), dtype=np.int64)
+    d = pairwise_distances(frames)
+    for ai, a in enumerate(alphas):
+        S = score_curves(d, a, betas)  # [len(betas), T]: one pass over K per alpha
+        for bi in range(len(betas)):
+            pred = curve_boundaries(S[bi], hop).cpu().numpy()
+            out[ai, bi] = (count_hits(true, pred, tol), pred.size, true.size)
+    return out
+
+
+def _best_cell(counts: np.ndarray) -> Tuple[int, int, SegmentationScores]:
+    best = None
+    for ai in range(counts.shape[0]):
+        for bi in range(counts.shape[1]):
+            s = SegmentationScores.from_counts(*counts[ai, bi])
+            if best is None or s.r_value > best[2].r_value:  # strict: ties keep the earlier cell
+                best = (ai, bi, s)
+    return best
+
+
+def _label(features: str, head: str) -> str:
+    return f"{features} {head}" if head else features
+
+
+def _key_parts(key: str) -> Tuple[str, str]:
+    """``"attention 0:3"`` -> ("attention", "0:3"); ``"mfcc"`` -> ("mfcc", "")."""
+    if key.startswith("attention "):
+        return "attention", key.split(" ", 1)[1]
+    return key, ""
+
+
+def _diagonality_from_csv(path: str, L: int, H: int) -> np.ndarray:
+    import pandas as pd
+
+    try:
+        df = pd.read_csv(path)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"argument '--heads-from': {path} does not exist") from None
+    except Exception as e:
+        raise ValueError(f"argument '--heads-from': {path} cannot be read as CSV: {e}") from None
+    missing = {"layer", "head", "D"} - set(df.columns)
+    if missing:
+        raise ValueError(f"argument '--heads-from': {path} lacks columns {sorted(missing)} (expected the heads.csv "
+                         f"of satkern analyze)")
+    D = np.full((L, H), np.nan)
+    for layer, head, d in zip(df["layer"], df["head"], df["D"]):
+        if not (0 <= int(layer) < L and 0 <= int(head) < H):
+            raise ValueError(f"argument '--heads-from': {path} has head {int(layer)}:{int(head)}, out of range for "
+                             f"a model of {L} layers x {H} heads (a heads.csv of another model?)")
+        D[int(layer), int(head)] = float(d)
+    if np.isnan(D).any():
+        raise ValueError(f"argument '--heads-from': {path} does not give D for every head of a {L} x {H} model")
+    return D
+
+
+def _most_diagonal(D: np.ndarray, n: int) -> List[Tuple[int, int]]:
+    L, H = D.shape
+    order = sorted(((l, h) for l in range(L) for h in range(H)), key=lambda lh: (-D[lh], lh))  # largest D first
+    return order[:n]
+
+
+# ---------------------------------------------------------------------------------------------
+# the job
+# ---------------------------------------------------------------------------------------------
+def segment_corpus(config: SegmentConfig, *, model=None, log: Optional[Callable[[str], None]] = None) -> dict:
+    """Run the segmentation job; returns the summary (also written to ``summary.json``).
+
+    ``model``: an already loaded :class:`satkern.models.SpeechModel` (else ``config.model`` is loaded).
+    """
+    from ..models import load_model
+
+    t_start = time.perf_counter()
+    log = log or (lambda s: print(s, file=sys.stderr, flush=True))
+    specs, explicit_heads, tol, alpha_grid, betas, pr_betas = _check_config(config)
+    out = Path(config.out)
+    if out.exists() and (out / "summary.json").exists() and not config.overwrite:
+        raise FileExistsError(f"satkern segment: {out} holds a previous run; pass --overwrite to replace it")
+    out.mkdir(parents=True, exist_ok=True)
+    for name in OUTPUT_NAMES:
+        if (out / name).exists():
+            (out / name).unlink()  # no output of an earlier run survives a new one
+
+    # ------------------------------------------------------------------ corpus
+    corpus = discover_corpus(config.corpus, layout=config.layout, alignments=config.alignments)
+    skipped: List[dict] = []
+    utts = list(corpus.utterances)
+    for s in corpus.skipped:
+        if s["reason"].startswith("missing alignment"):
+            # segmented, not scored: put back the utterances discovery set aside for lacking an alignment
+            try:
+                n, rate = audio_info(s["path"])
+            except AudioError as e:
+                skipped.append({**s, "reason": str(e)})
+                continue
+            utts.append(Utterance(s["utterance"], s["path"], None, None, n, rate))
+        else:
+            skipped.append(dict(s))
+    utts.sort(key=lambda u: u.uid)
+    n_found = len(utts) + len(skipped)
+    if config.max_utterances is not None:
+        utts = utts[: config.max_utterances]
+
+    # ------------------------------------------------------------------ model
+    device = torch.device(config.device)
+    if model is None:
+        torch.manual_seed(config.seed)
+        model = load_model(config.model, trust_checkpoint=config.trust_checkpoint)
+    model.model.to(device).eval()
+    rate = int(model.sample_rate)
+    R = model_upsampling(model)
+    kept_utts = []
+    for u in utts:
+        n = resampled_length(u.num_samples, u.sample_rate, rate)
+        if u.num_samples <= 0 or model.num_frames(n) <= 0:
+            skipped.append({"utterance": u.uid, "path": u.audio,
+                            "reason": f"too short for the model ({u.num_samples} samples at {u.sample_rate} Hz)"})
+        else:
+            kept_utts.append(u)
+    utts = kept_utts
+    aligned = [u for u in utts if u.alignment]
+    if config.tune_on >= len(aligned) and aligned:
+        raise ValueError(f"argument '--tune-on': {config.tune_on} tune utterances leave no test utterance (the corpus "
+                         f"has {len(aligned)} with alignments)")
+    tune_ids = set(u.uid for u in random.Random(config.seed).sample(aligned, min(config.tune_on, len(aligned))))
+    tune_utts = [u for u in aligned if u.uid in tune_ids]
+    if not tune_utts:
+        if alpha_grid is None or len(alpha_grid) != 1 or len(betas) != 1:
+            raise ValueError("argument '--tune-on': no tune utterances (none with alignments, or --tune-on 0): give "
+                             "exactly one --alpha-grid value and one --beta-grid value")
+
+    with HeadMapCapture(model, [], backend=config.backend) as probe:
+        L, H = probe.num_layers, probe.num_heads
+    n_hidden = L + 1
+    for s in specs:
+        if s.kind == "hidden" and s.layer > L:
+            raise ValueError(f"argument '--features': hidden:{s.layer} out of range: the model has {L} layers "
+                             f"(hidden states 0..{L})")
+    if explicit_heads is not None:
+        check_heads(explicit_heads, L, H)
+    if model.random_weights:
+        log("=" * 72 + f"\nsatkern segment: model {model.name!r} has RANDOM WEIGHTS (built-in architecture, seed "
+            f"{config.seed});\nits heads say nothing about phonemes -- this shows the pipeline, not a finding.\n" + "=" * 72)
+    ds = BatchDataset([], rate, with_alignments=True, tier=config.phone_tier, allow_resample=config.allow_resample)
+
+    bad_ids = set()
+
+    def skip(uid: str, path: str, reason: str) -> None:
+        if uid not in bad_ids:  # a file met twice (D pass, tune pass) is reported once
+            bad_ids.add(uid)
+            skipped.append({"utterance": uid, "path": str(path), "reason": reason})
+
+    def load(u: Utterance):
+        if u.uid in bad_ids:
+            return None
+        ds.with_alignments = bool(u.alignment)
+        item = ds.load(u)
+        if item.waveform is None:
+            skip(u.uid, item.path, item.error)
+            return None
+        return item
+
+    wants_attention = any(s.kind == "attention" for s in specs)
+    timing = {}
+
+    # ------------------------------------------------------------------ candidate heads
+    D = None
+    heads_how = None
+    candidates: List[Tuple[int, int]] = []
+    if wants_attention:
+        if explicit_heads is not None:
+            candidates, heads_how = list(explicit_heads), "given"
+        else:
+            if config.heads_from:
+                D = _diagonality_from_csv(config.heads_from, L, H)
+                heads_how = f"auto: {config.candidates} most diagonal by D from {config.heads_from}"
+            else:
+                D = _diagonality_over(model, tune_utts or utts[:10], load, config.backend, config.progress)
+                heads_how = (f"auto: {config.candidates} most diagonal by D over "
+                             f"{'the tune split' if tune_utts else 'the first 10 utterances'}")
+            candidates = _most_diagonal(D, min(config.candidates, L * H))
+    cand_keys = [attention_key(h) for h in candidates]
+    other_keys = [s.name for s in specs if s.kind != "attention"]
+    logmel_ex = logmel_extractor(rate)
+    log(f"satkern segment: {model.name} ({model.family}, {L} layers x {H} heads, R = {R}) on {len(utts)} utterances "
+        f"of {corpus.layout} corpus {config.corpus}: {len(tune_utts)} tune, "
+        f"{len(aligned) - len(tune_utts)} test, {len(utts) - len(aligned)} without alignments; features "
+        f"{', '.join(s.name for s in specs)}" + (f"; candidate heads {', '.join(map(head_name, candidates))}"
+                                                  if candidates else ""))
+
+    # ------------------------------------------------------------------ tune split: features, grid search
+    t0 = time.perf_counter()
+    stored: Dict[str, Tuple[UtteranceFeatures, np.ndarray, list]] = {}
+    capture = HeadMapCapture(model, candidates, backend=config.backend) if candidates else None
+    try:
+        for u in _bar(tune_utts, "tune: features", config.progress):
+            item = load(u)
+            if item is None:
+                continue
+            try:
+                f = extract_features(model, item.waveform, specs, capture, logmel_ex, u.uid)
+            except ValueError as e:
+                skip(u.uid, u.audio, str(e))
+                continue
+            segs = _segments_seconds(item.segments, rate)
+            stored[u.uid] = (f, true_boundaries(segs), segs)
+    finally:
+        if capture is not None:
+            capture.remove()
+    n_tune = len(stored)
+    keys = cand_keys + other_keys
+    alphas_of: Dict[str, List[float]] = {}
+    scale_of: Dict[str, Optional[float]] = {}
+    for key in keys:
+        if alpha_grid is not None:
+            alphas_of[key], scale_of[key] = list(alpha_grid), None
+            continue
+        scales = [s for s in (_distance_scale(pairwise_distances(f.frames(key))) for f, _, _ in stored.values())
+                  if s is not None and s > 0]
+        if not scales:
+            raise ValueError(f"satkern segment: cannot derive an alpha grid for {key} (no tune utterance with 2+ "
+                             f"distinct frames); give --alpha-grid")
+        scale_of[key] = float(np.median(scales))
+        alphas_of[key] = [m * scale_of[key] for m in ALPHA_MULTIPLIERS]
+    grid: Dict[str, np.ndarray] = {k: np.zeros((len(alphas_of[k]), len(betas), 3), dtype=np.int64) for k in keys}
+    for uid in _bar(list(stored), "tune: grid search", config.progress):
+        f, true, _ = stored[uid]
+        for key in keys:
+            grid[key] += _grid_counts(f.frames(key), f.hop[key], true, alphas_of[key], betas, tol)
+    tuned: Dict[str, dict] = {}
+    for key in keys:
+        if stored:
+            ai, bi, s = _best_cell(grid[key])
+        else:
+            ai, bi, s = 0, 0, None
+        tuned[key] = {"alpha": alphas_of[key][ai], "beta": betas[bi], "tune": s}
+    if candidates:
+        if explicit_heads is None and stored:
+            rank = sorted(candidates, key=lambda h: (-tuned[attention_key(h)]["tune"].r_value, candidates.index(h)))
+            kept_heads = rank[: config.keep_heads]
+        elif explicit_heads is None:
+            kept_heads = candidates[: config.keep_heads]  # nothing to tune on: the most diagonal
+        else:
+            kept_heads = list(candidates)
+    else:
+        kept_heads = []
+    best_head = kept_heads[0] if kept_heads else None
+    kept_keys = [attention_key(h) for h in kept_heads] + other_keys
+    for f, _, _ in stored.values():
+        f.drop(k for k in cand_keys if k not in kept_keys)
+    timing["tune_s"] = time.perf_counter() - t0
+
+    # ------------------------------------------------------------------ every utterance
+    t1 = time.perf_counter()
+    counts = {k: np.zeros(3, dtype=np.int64) for k in kept_keys}
+    pr = {k: np.zeros((len(pr_betas), 3), dtype=np.int64) for k in kept_keys}
+    n_segmented = n_test = n_unaligned = 0
+    example = None
+    example_target = next((u.uid for u in aligned if u.uid not in tune_ids), None)
+    capture = HeadMapCapture(model, kept_heads, backend=config.backend) if kept_heads else None
+    try:
+        for u in _bar(utts, "segment", config.progress):
+            if u.uid in tune_ids:
+                if u.uid not in stored:
+                    continue  # skipped while tuning (reason recorded)
+                f, true, segs = stored.pop(u.uid)
+            else:
+                item = load(u)
+                if item is None:
+                    continue
+                try:
+                    f = extract_features(model, item.waveform, specs, capture, logmel_ex, u.uid)
+                except ValueError as e:
+                    skip(u.uid, u.audio, str(e))
+                    continue
+                segs = _segments_seconds(item.segments, rate) if item.segments is not None else None
+                true = true_boundaries(segs) if segs is not None else None
+            tiers = []
+            scored_test = u.uid not in tune_ids and true is not None
+            for key in kept_keys:
+                frames = f.frames(key)
+                alpha, beta = tuned[key]["alpha"], tuned[key]["beta"]
+                d = pairwise_distances(frames)
+                S = score_curves(d, alpha, [beta])[0]
+                pred = curve_boundaries(S, f.hop[key]).cpu().numpy()
+                tiers.append((key, pred))
+                if scored_test:
+                    counts[key] += (count_hits(true, pred, tol), pred.size, true.size)
+                    S_pr = score_curves(d, alpha, pr_betas)
+                    for bi in range(len(pr_betas)):
+                        p = curve_boundaries(S_pr[bi], f.hop[key]).cpu().numpy()
+                        pr[key][bi] += (count_hits(true, p, tol), p.size, true.size)
+                if u.uid == example_target and best_head is not None and key == attention_key(best_head):
+                    K = torch.exp(-d / alpha)
+                    Kf = filtered_kernel_gram(K, beta)
+                    example = {"utt_id": np.array(u.uid), "head": np.array(head_name(best_head)),
+                               "hop": np.array(f.hop[key]), "map": frames.to(torch.float32).cpu().numpy(),
+                               "kf": Kf.cpu().numpy().astype(np.uint8),
+                               "score": score_curve(Kf).to(torch.float64).cpu().numpy(),
+                               "true_s": np.asarray(true, dtype=np.float64), "pred_s": pred.astype(np.float64),
+                               "logmel": f.logmel.to(torch.float32).numpy(),
+                               "alpha": np.array(alpha), "beta": np.array(beta)}
+            if true is not None:
+                tiers.append(("true", true))
+            n_segmented += 1
+            n_test += int(scored_test)
+            n_unaligned += int(true is None)
+            if config.textgrids:
+                tg = textgrid_text(tiers, xmax=f.num_samples / rate)
+                atomic_write_text(out / "textgrids" / f"{u.uid}.TextGrid", tg)
+    finally:
+        if capture is not None:
+            capture.remove()
+    timing["segment_s"] = time.perf_counter() - t1
+
+    # ------------------------------------------------------------------ outputs
+    import pandas as pd
+
+    rows = []
+    for key in keys:
+        feats, head = _key_parts(key)
+        s = tuned[key]["tune"]
+        if s is not None:
+            rows.append({"split": "tune", "features": feats, "head": head, "alpha": tuned[key]["alpha"],
+                         "beta": tuned[key]["beta"], **s.as_dict()})
+    for key in kept_keys:
+        feats, head = _key_parts(key)
+        if n_test:
+            s = SegmentationScores.from_counts(*counts[key])
+            rows.append({"split": "test", "features": feats, "head": head, "alpha": tuned[key]["alpha"],
+                         "beta": tuned[key]["beta"], **s.as_dict()})
+    scores = pd.DataFrame(rows, columns=SCORE_COLUMNS)
+    _write_csv(out / "scores.csv", scores)
+    pr_rows = []
+    for key in kept_keys:
+        feats, head = _key_parts(key)
+        if not n_test:
+            break
+        for bi, b in enumerate(pr_betas):
+            s = SegmentationScores.from_counts(*pr[key][bi])
+            pr_rows.append({"features": feats, "head": head, "alpha": tuned[key]["alpha"], "beta": b,
+                            "precision": s.precision, "recall": s.recall, "f1": s.f1, "r_value": s.r_value})
+    pr_df = pd.DataFrame(pr_rows, columns=PR_COLUMNS)
+    _write_csv(out / "pr_curve.csv", pr_df)
+    if example is not None:
+        buf = io.BytesIO()
+        np.savez(buf, **example)
+        atomic_write_bytes(out / "example.npz", buf.getvalue())
+    from .plot import pr_curve_figure
+
+    test_scores = {(_label(*_key_parts(k))): SegmentationScores.from_counts(*counts[k]) for k in kept_keys}
+    fig = pr_curve_figure(pr_df, {lab: (s.recall, s.precision) for lab, s in test_scores.items()} if n_test else None,
+                          title=f"{model.name}: test split, beta swept at the tuned alpha (circle: tuned)")
+    for ext in ("png", "svg"):
+        buf = io.BytesIO()
+        fig.savefig(buf, format=ext, dpi=150)
+        atomic_write_bytes(out / f"pr_curve.{ext}", buf.getvalue())
+
+    elapsed = time.perf_counter() - t_start
+    seg_time = timing["tune_s"] + timing["segment_s"]
+
+    def feature_set(key):
+        return "attention" if key.startswith("attention ") else key
+
+    best_r: Dict[str, dict] = {}
+    for key in kept_keys:
+        fs = feature_set(key)
+        tune_r = tuned[key]["tune"].r_value if tuned[key]["tune"] is not None else None
+        test_r = test_scores[key].r_value if n_test else None
+        entry = {"head": _key_parts(key)[1], "tune": tune_r, "test": test_r}
+        if fs not in best_r or (fs == "attention" and key == attention_key(best_head)):
+            best_r[fs] = entry
+    summary = {
+        "version": SUMMARY_VERSION,
+        "kind": "segment",
+        "model": {"spec": config.model, "name": model.name, "family": model.family,
+                  "random_weights": bool(model.random_weights), "sample_rate": rate,
+                  "frame_stride": model.frame_stride, "upsampling": R, "layers": L, "heads": H,
+                  "hidden_states": n_hidden},
+        "corpus": {"path": str(config.corpus), "layout": corpus.layout},
+        "device": _device_description(device),
+        "backend": config.backend,
+        "versions": _versions(),
+        "commit": _git_commit(),
+        "tolerance": tol,
+        "features": [s.name for s in specs],
+        "hop_s": {_label(*_key_parts(k)): (logmel_ex.hop_length / rate if k in ("logmel", "mfcc")
+                                           else model_hop_seconds(model)) for k in kept_keys},
+        "heads": {"how": heads_how, "candidates": [head_name(h) for h in candidates],
+                  "kept": [head_name(h) for h in kept_heads],
+                  "best": head_name(best_head) if best_head is not None else None,
+                  "D": ({head_name(h): float(D[h]) for h in candidates} if D is not None else None),
+                  "tune_r_value": {head_name(h): (tuned[attention_key(h)]["tune"].r_value
+                                                  if tuned[attention_key(h)]["tune"] is not None else None)
+                                   for h in candidates}},
+        "grids": {"alpha": {k: alphas_of[k] for k in keys}, "alpha_scale": scale_of,
+                  "alpha_multipliers": None if alpha_grid is not None else list(ALPHA_MULTIPLIERS),
+                  "beta": list(betas), "pr_beta": list(pr_betas)},
+        "tuned": {(_label(*_key_parts(k))): {"alpha": tuned[k]["alpha"], "beta": tuned[k]["beta"]} for k in kept_keys},
+        "best_r_value": best_r,
+        "counts": {"utterances_found": n_found, "segmented": n_segmented, "scored_tune": n_tune,
+                   "scored_test": n_test, "unaligned_segmented": n_unaligned, "skipped": len(skipped)},
+        "skipped": skipped,
+        "utterances_per_second": (n_segmented / seg_time) if seg_time > 0 else None,
+        "timing": {**timing, "elapsed_s": elapsed,
+                   "note": "utterances_per_second = segmented utterances / (tune_s + segment_s): feature extraction "
+                           "(model forward), the grid search and the final segmentation; model loading excluded"},
+        "config": {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(config).items()},
+        "outputs": sorted([p.name for p in out.iterdir() if p.is_file()] + ["summary.json"]
+                          + (["textgrids/"] if config.textgrids and n_segmented else [])),
+    }
+    summary["outputs"] = sorted(set(summary["outputs"]))
+    atomic_write_text(out / "summary.json", json.dumps(summary, indent=2, default=str) + "\n")
+    return summary
+
+
+def _write_csv(path: Path, df) -> None:
+    buf = io.StringIO()
+    df.to_csv(buf, index=False, float_format="%.17g")
+    atomic_write_text(path, buf.getvalue())
+
+
+def _bar(items, desc: str, progress: bool):
+    if not progress:
+        return items
+    from tqdm import tqdm
+
+    return tqdm(items, desc=desc, unit="utt", dynamic_ncols=True, file=sys.stderr)
+
+
+def _diagonality_over(model, utts: Sequence[Utterance], load, backend: str, progress: bool) -> np.ndarray:
+    """Corpus-mean D per head ``[L, H]`` (METRICS.md eq. 3, utterances weighted equally) with the fused
+    ``distance`` statistic (no map materialized)."""
+    import satkern
+
+    h = satkern.patch(model, stats=("distance",), backend=backend)
+    try:
+        for u in _bar(list(utts), "heads: D", progress):
+            item = load(u)
+            if item is None:
+                continue
+            inputs, _ = model.prepare([item.waveform])
+            with torch.inference_mode():
+                model.forward(inputs)
+        Dall = h.metrics.D  # [U, L, H]
+    finally:
+        h.remove()
+    if Dall is None or Dall.shape[0] == 0:
+        raise ValueError("satkern segment: no utterance could be loaded to rank heads by D")
+    return np.nanmean(Dall.to(torch.float64).numpy(), axis=0)
+
+
+__all__ = ["SegmentConfig", "segment_corpus", "parse_grid", "ALPHA_MULTIPLIERS", "DEFAULT_BETAS", "DEFAULT_PR_BETAS",
+           "SCORE_COLUMNS", "PR_COLUMNS"]
