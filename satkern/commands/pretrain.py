@@ -35,6 +35,7 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--warmup", type=float, default=d.warmup, help=f"warm-up share of the steps (default {d.warmup})")
     ap.add_argument("--weight-decay", type=float, default=d.weight_decay, help=f"AdamW weight decay (default {d.weight_decay})")
     ap.add_argument("--dropout", type=float, default=d.dropout, help=f"dropout (default {d.dropout})")
+    ap.add_argument("--pre-layer-norm", action="store_true", help="pre-LN layers (s3prl's pre_layer_norm)")
     ap.add_argument("--seed", type=int, default=d.seed, help=f"seed (default {d.seed})")
     ap.add_argument("--save-every", type=int, default=d.save_every, help=f"checkpoint every N steps (default {d.save_every})")
     ap.add_argument("--attention", choices=["sdpa", "eager"], default=d.attention,
@@ -53,6 +54,7 @@ def run(args) -> int:
                          mask_consecutive=args.mask_consecutive, mask_proportion=args.mask_proportion,
                          steps=args.steps, batch_seconds=args.batch_seconds, lr=args.lr, warmup=args.warmup,
                          weight_decay=args.weight_decay, dropout=args.dropout, seed=args.seed,
+                         pre_layer_norm=args.pre_layer_norm,
                          save_every=args.save_every, attention=args.attention, device=args.device,
                          threads=args.threads, resume=args.resume,
                          progress=not args.no_progress and sys.stderr.isatty())

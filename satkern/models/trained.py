@@ -16,6 +16,8 @@ WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 #: name -> file in WEIGHTS_DIR
 TRAINED_MODELS: Dict[str, str] = {
     "sat-mini-m3": "sat-mini-m3.pt",
+    "sat-mini-m6": "sat-mini-m6.pt",
+    "sat-mini-m9": "sat-mini-m9.pt",
 }
 
 #: the recorded reference numbers of the shipped checkpoints (see tests/models/test_trained.py)

@@ -62,6 +62,7 @@ class PretrainConfig:
     weight_decay: float = 0.01
     grad_clip: float = 5.0  # s3prl's gradient_clipping
     dropout: float = 0.1
+    pre_layer_norm: bool = False  # s3prl's pre_layer_norm (LayerNorm before each block instead of after)
     seed: int = 0
     split: str = "TRAIN"
     save_every: int = 100
@@ -113,7 +114,8 @@ def upstream_config(cfg: PretrainConfig) -> Dict[str, Any]:
     transformer = {"hidden_size": cfg.hidden, "num_hidden_layers": cfg.layers, "num_attention_heads": cfg.heads,
                    "intermediate_size": cfg.ffn, "hidden_act": "gelu", "hidden_dropout_prob": cfg.dropout,
                    "attention_probs_dropout_prob": cfg.dropout, "initializer_range": 0.02, "layer_norm_eps": 1e-12,
-                   "share_layer": False, "pre_layer_norm": False, "downsample_rate": cfg.downsample}
+                   "share_layer": False, "pre_layer_norm": bool(cfg.pre_layer_norm),
+                   "downsample_rate": cfg.downsample}
     task = {"loss": "L1", "sequence_length": 1500, "position_encoding_size": cfg.hidden,
             "mask_proportion": cfg.mask_proportion, "mask_consecutive_min": cfg.mask_consecutive,
             "mask_consecutive_max": cfg.mask_consecutive, "mask_allow_overlap": True, "mask_bucket_ratio": 1.5,
