@@ -1,6 +1,7 @@
 # Two commands on a fresh machine:
 #   make test   -- bootstraps .venv, builds the extension, runs the test suite
-#   make demo   -- bootstraps .venv, builds the extension, runs the demo job
+#   make demo   -- bootstraps .venv, builds the extension, then the paper in one command on the fixture
+#                  corpus: analyze (with maps) -> segment -> rank -> report; prints the report's path
 # The venv sees system site-packages so an installed torch (e.g. a CUDA build) is reused;
 # if none imports, torch==2.13.0 is installed (the CPU wheel on our dev machines).
 PYTHON ?= python3
@@ -30,8 +31,10 @@ build: $(STAMP)
 test: $(STAMP)
 	$(VPY) -m pytest -q $(PYTEST_ARGS) tests
 
+DEMO_ARGS ?=
+
 demo: $(STAMP)
-	$(VPY) -m satkern demo
+	$(VPY) -m satkern demo --out demo_out $(DEMO_ARGS)
 
 bench: $(STAMP)
 	$(VPY) -m pytest -q benchmarks

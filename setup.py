@@ -5,6 +5,9 @@
   (``csrc/cuda/*.cu``) for sm_80 and sm_90 (override with TORCH_CUDA_ARCH_LIST).
   Otherwise the build says so and carries on with the CPU extension alone.
 * SATKERN_NO_CUDA=1 forces a CPU-only build.
+* The CPU units are compiled for the portable baseline of the architecture; the AVX2 and AVX-512
+  row passes (``*_avx2.cpp``, ``*_avx512.cpp``) are separate objects with their own flags, chosen
+  at run time from the CPU's features. SATKERN_PORTABLE=1 compiles those with the baseline flags too.
 
 Install without build isolation, so the torch you already have is the one compiled
 against (and not re-downloaded into a build environment):
@@ -29,12 +32,55 @@ def _rel(paths):
 
 
 def _cpu_flags():
-    flags = ["-O3", "-std=c++17", "-fopenmp"]
-    if platform.machine() in ("x86_64", "AMD64") and os.environ.get("SATKERN_PORTABLE", "0") != "1":
-        # AVX2+FMA is the baseline of every x86-64 server of the last decade; the vectorized
-        # exp/dot paths use at::vec with this capability. SATKERN_PORTABLE=1 builds plain SSE2.
-        flags += ["-mavx2", "-mfma", "-DCPU_CAPABILITY_AVX2", "-DCPU_CAPABILITY=AVX2"]
+    """Flags of every CPU unit: portable (the compiler's default target, SSE2 on x86-64), so the
+    extension loads on any CPU of the architecture. Wider code lives in its own units, below."""
+    flags = ["-O3", "-std=c++17", "-fopenmp", "-DCPU_CAPABILITY=DEFAULT"]
+    if _x86_64() and os.environ.get("SATKERN_PORTABLE", "0") != "1":
+        flags.append("-DSATKERN_AVX2_UNIT")  # cpu_features.cpp: the AVX2 row build exists
     return flags
+
+
+def _x86_64():
+    return platform.machine() in ("x86_64", "AMD64")
+
+
+# Units compiled with wider instruction sets, by file-name suffix, each as its own object with its
+# own flags (appended after the portable ones; the later -DCPU_CAPABILITY wins). Their code runs only
+# after a run-time CPU check in a portable unit (csrc/cpu/row_kernels.h). SATKERN_PORTABLE=1, or a
+# non-x86-64 machine, compiles them with the portable flags (their code is then never chosen).
+ISA_UNIT_FLAGS = {
+    "_avx2.cpp": ["-mavx2", "-mfma", "-UCPU_CAPABILITY", "-DCPU_CAPABILITY=AVX2", "-DCPU_CAPABILITY_AVX2"],
+    "_avx512.cpp": ["-mavx512f", "-mavx512dq", "-mavx2", "-mfma"],
+}
+
+
+def _isa_flags(source: str):
+    if not _x86_64() or os.environ.get("SATKERN_PORTABLE", "0") == "1":
+        return None
+    for suffix, flags in ISA_UNIT_FLAGS.items():
+        if source.endswith(suffix):
+            return flags
+    return None
+
+
+class SatkernBuildExt(BuildExtension.with_options(use_ninja=True)):
+    """torch's BuildExtension, plus: sources named *_avx2.cpp / *_avx512.cpp are compiled first, as
+    separate objects with their instruction-set flags (ISA_UNIT_FLAGS), and linked in."""
+
+    def build_extension(self, ext):
+        special = [src for src in ext.sources if _isa_flags(src) is not None]
+        if special:
+            ext.sources = [src for src in ext.sources if src not in special]
+            cxx = ext.extra_compile_args["cxx"] if isinstance(ext.extra_compile_args, dict) else ext.extra_compile_args
+            objects = []
+            for src in special:
+                out_dir = os.path.join(self.build_temp, "isa", os.path.basename(src)[: -len(".cpp")])
+                objects += self.compiler.compile([src], output_dir=out_dir, macros=ext.define_macros,
+                                                 include_dirs=ext.include_dirs, debug=self.debug,
+                                                 extra_postargs=list(cxx) + _isa_flags(src), depends=ext.depends)
+                print(f"satkern: compiled {src} with {' '.join(_isa_flags(src))}", file=sys.stderr)
+            ext.extra_objects = list(ext.extra_objects or []) + objects
+        super().build_extension(ext)
 
 
 def _want_cuda():
@@ -72,5 +118,5 @@ def extensions():
 setup(
     packages=find_packages(include=["satkern", "satkern.*"]),
     ext_modules=extensions(),
-    cmdclass={"build_ext": BuildExtension.with_options(use_ninja=True)},
+    cmdclass={"build_ext": SatkernBuildExt},
 )

@@ -24,33 +24,52 @@ def _command_modules():
 
 def build_parser():
     """The ``satkern`` parser and ``{subcommand: module}``."""
+    from . import __version__
+
     ap = argparse.ArgumentParser(prog="satkern", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = ap.add_subparsers(dest="command", required=True)
+    ap.add_argument("--version", action="version", version=f"satkern {__version__}",
+                    help="print the satkern version and exit")
+    sub = ap.add_subparsers(dest="command", required=True, metavar="COMMAND")
     modules = {}
     for mod in _command_modules():
         p = sub.add_parser(mod.NAME, help=mod.HELP, description=getattr(mod, "DESCRIPTION", mod.HELP))
         mod.add_arguments(p)
         modules[mod.NAME] = mod
+    # parsed by satkern.demo_op itself (`satkern demo-op --help` lists its options)
     sub.add_parser("demo-op", help="the attention op alone on HuBERT-base-shaped inputs", add_help=False)
     return ap, modules
 
 
 def main(argv: Optional[List[str]] = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    from .analysis import ResumeError
+    from .ops import BackendUnavailable
+
+    # a bad argument, corpus or model spec: one line, no traceback
+    one_line_errors = (ValueError, FileNotFoundError, FileExistsError, ResumeError, BackendUnavailable)
     if argv and argv[0] == "demo-op":
         from .demo_op import main as demo_op_main
 
-        return demo_op_main(argv[1:])
+        try:
+            return demo_op_main(argv[1:])
+        except one_line_errors as e:
+            print(f"satkern demo-op: error: {_one_line(e)}", file=sys.stderr)
+            return 2
     ap, modules = build_parser()
     args = ap.parse_args(argv)
-    from .analysis import ResumeError
-
     try:
         return modules[args.command].run(args)
-    except (ValueError, FileNotFoundError, FileExistsError, ResumeError) as e:
-        # a bad argument, corpus or model spec: one line, no traceback
-        print(f"satkern {args.command}: error: {e}", file=sys.stderr)
+    except one_line_errors as e:
+        print(f"satkern {args.command}: error: {_one_line(e)}", file=sys.stderr)
         return 2
+
+
+def _one_line(error: BaseException) -> str:
+    text = " ".join(str(error).split())
+    for prefix in ("satkern analyze: ", "satkern.models.load_model: "):  # the command name is printed already
+        if text.startswith(prefix):
+            text = text[len(prefix):]
+    return text
 
 
 def run_and_exit(argv: Optional[List[str]] = None) -> None:

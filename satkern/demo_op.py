@@ -45,15 +45,20 @@ def _time(fn, repeats):
     return best
 
 
-def main(argv=None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="satkern demo-op", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--seconds", type=float, nargs="+", default=[3.0, 7.5, 12.0],
                     help="utterance durations (default: 3.0 7.5 12.0)")
-    ap.add_argument("--backend", default="auto")
-    ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--seed", type=int, default=0)
-    args = ap.parse_args(argv)
+    ap.add_argument("--backend", default="auto",
+                    help="satkern attention backend: auto, reference, cpu, triton, cuda (default auto)")
+    ap.add_argument("--repeats", type=int, default=3, help="timing repeats; the best is reported (default 3)")
+    ap.add_argument("--seed", type=int, default=0, help="seed of the random inputs (default 0)")
+    return ap
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
 
     torch.manual_seed(args.seed)
     lengths = torch.tensor([int(round(s * FRAMES_PER_SECOND)) for s in args.seconds])

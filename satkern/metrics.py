@@ -39,21 +39,28 @@ def _lengths_of(res, lengths, B: int, T: int, device) -> torch.Tensor:
         lengths = getattr(res, "lengths", None)
     if lengths is None:
         return torch.full((B,), T, dtype=torch.int64, device=device)
-    lengths = torch.as_tensor(lengths).to(device=device, dtype=torch.int64)
+    lengths = torch.as_tensor(lengths)
     if lengths.shape != (B,):
         raise ValueError(f"satkern.head_metrics: argument 'lengths' must have shape [B] = [{B}]; "
                          f"got {tuple(lengths.shape)}")
-    if B and (int(lengths.min()) < 0 or int(lengths.max()) > T):
-        raise ValueError(f"satkern.head_metrics: argument 'lengths' must hold values in [0, T={T}]")
-    return lengths
+    message = f"satkern.head_metrics: argument 'lengths' must hold values in [0, T={T}]"
+    if lengths.device.type == "cpu":
+        if B and (int(lengths.min()) < 0 or int(lengths.max()) > T):
+            raise ValueError(message)
+    elif B and lengths.device.type != "meta":  # no host read of device values (it would wait for the GPU)
+        torch._assert_async(((lengths >= 0) & (lengths <= T)).all(), message)
+    return lengths.to(device=device, dtype=torch.int64)
 
 
-def head_metrics(res, lengths=None, which: Sequence[str] = ("G", "V", "D", "W")) -> HeadMetrics:
+def head_metrics(res, lengths=None, which: Sequence[str] = ("G", "V", "D", "W"), *,
+                 warn_empty: bool = True) -> HeadMetrics:
     """Per-utterance G, V, D, W ``[B, H]`` from an :class:`~satkern.AttentionResult`.
 
     ``lengths`` defaults to the lengths the attention call used. ``which`` restricts
     the metrics computed (each needs one statistic: G entropy, V colmass, D distance,
     W maxweight); a needed statistic that was not computed raises ``ValueError``.
+    ``warn_empty=False`` skips the warning about utterances of length 0 (which reads the
+    lengths on the host: on a GPU, a wait for the device; ``satkern.patch`` warns itself).
     """
     which = tuple(which)
     bad = [w for w in which if w not in METRIC_STATS]
@@ -71,7 +78,7 @@ def head_metrics(res, lengths=None, which: Sequence[str] = ("G", "V", "D", "W"))
     valid = (idx[None, :] < L[:, None])[:, None, :]  # [B,1,T]
     Tf = L.to(sd)[:, None]  # [B,1]
     empty = (L == 0)[:, None]
-    if bool(empty.any()):
+    if warn_empty and bool(empty.any()):
         warnings.warn("satkern.head_metrics: utterances of length 0 have no metrics (NaN)", stacklevel=2)
     nan = torch.tensor(float("nan"), dtype=sd, device=res.lse.device)
     zero = torch.zeros((), dtype=sd, device=res.lse.device)

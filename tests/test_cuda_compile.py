@@ -443,11 +443,18 @@ def _emu_case(case, dtype, D, T=70):
         q, k, v = (x[:, :, i].transpose(1, 2) for i in range(3))
     elif case == "unaligned":  # row stride D + 1: rows not 16-byte aligned, the scalar load path
         q, k, v = (torch.randn(B, H, T, D + 1, generator=g).to(dtype)[..., 1:] for _ in range(3))
+    elif case == "nan_q":  # one NaN query element: that row is NaN (out, lse, statistics) and so is every
+        # column of its colmass; utterance 0 is full length (the reference also puts NaN on padded keys)
+        q = q.clone()
+        q[0, 1, 5, 3] = float("nan")
+    elif case == "nan_k":  # one NaN key element: every row of that head is NaN
+        k = k.clone()
+        k[0, 0, T - 3, 1] = float("nan")
     return (q, k, v), kw
 
 
 _EMU_CASES = ["full", "padding", "bias", "bias_full_half", "zero", "renorm", "renorm0", "head_mask", "labels",
-              "out_only", "colmass_only", "strided", "unaligned"]
+              "out_only", "colmass_only", "strided", "unaligned", "nan_q", "nan_k"]
 # Default matrix (about a minute on 2 cores): every case for float16 at D=64; the cases that exercise
 # dtype- or D-specific code (tile sizes, thread counts, conversions) for the others.
 # SATKERN_EMU_FULL=1 runs every case for every dtype and head dim.
@@ -463,7 +470,8 @@ _EMU_MATRIX = (
     + [(dt, D, c, _PATH[dt]) for dt, D in ((torch.float16, 128), (torch.bfloat16, 64), (torch.float32, 64),
                                            (torch.float32, 128)) for c in _EMU_SHORT]
     + [(torch.bfloat16, 128, "zero", "wmma"), (torch.float32, 64, "unaligned", "fma"),
-       (torch.float16, 64, "bias", "fma"), (torch.bfloat16, 128, "labels", "fma")])
+       (torch.float16, 64, "bias", "fma"), (torch.bfloat16, 128, "labels", "fma"),
+       (torch.float32, 64, "nan_q", "fma"), (torch.bfloat16, 128, "nan_k", "wmma")])
 
 
 @pytest.mark.parametrize("dtype, D, case, path", _EMU_MATRIX, ids=lambda x: str(x).replace("torch.", ""))

@@ -86,7 +86,7 @@ else:
     from satkern.ops.contract import validate
     from satkern.ops.dispatch import select
     from satkern.ops.schema import op_args
-    from satkern.ops.triton import launch
+    from satkern.ops.triton import kernels, launch
     from satkern.ops.testing import compare, failures
 
     ALL = satkern.STAT_NAMES
@@ -97,14 +97,17 @@ else:
         assert launch.interpreting(), "kernels were not built by the interpreter"
 
     def _run(B, H, T, D, dtype=F32, blocks=(16, 16), stats=ALL, layout="bhtd", poison=float("nan"),
-             extra=None):
-        """Fresh random q, k, v (+ whatever ``extra(gen)`` builds), triton vs reference."""
+             extra=None, edit=None):
+        """Fresh random q, k, v (+ whatever ``extra(gen)`` builds; ``edit(q, k, v)`` may change them in
+        place), triton vs reference."""
         seed = int.from_bytes(os.urandom(4), "little")
         gen = torch.Generator().manual_seed(seed)
         if layout == "bhtd":
             q, k, v = (torch.randn(B, H, T, D, generator=gen).to(dtype) for _ in range(3))
         else:  # [B, T, H, D] storage as models produce it, viewed as [B, H, T, D]
             q, k, v = (torch.randn(B, T, H, D, generator=gen).to(dtype).transpose(1, 2) for _ in range(3))
+        if edit is not None:
+            edit(q, k, v)
         kw = extra(gen) if extra is not None else {}
         call = validate(q, k, v, stats=stats, **kw)
         with launch.poison_outputs(poison), launch.interpreter_blocks(*blocks):
@@ -135,6 +138,11 @@ else:
     def test_head_dims_padded_to_power_of_two(D):
         _run(2, 1, 23, D, extra=_lengths(23, 11))
 
+    @pytest.mark.parametrize("D,dtype", [(16, F32), (16, BF16), (1, F32), (48, F16), (200, F32), (256, BF16)])
+    def test_any_head_dim_up_to_256(D, dtype):
+        """SAT-style D = 16, odd sizes padded to the next tile, and up to 256 (tiny T: the interpreter)."""
+        _run(2, 1, 19, D, dtype=dtype, extra=_lengths(19, 7))
+
     def test_noncontiguous_inputs():
         _run(2, 3, 29, 32, layout="bthd", extra=_lengths(29, 18))
 
@@ -147,6 +155,47 @@ else:
     @pytest.mark.parametrize("scale", [0.7, 0.0, -0.4])  # > 0 folds the scale into the exponent's FMA
     def test_custom_scale(scale):
         _run(1, 2, 40, 32, extra=lambda gen: {"scale": scale, "lengths": torch.tensor([31])})
+
+    # ---------------------------------------------------------------- NaN inputs
+    @pytest.mark.filterwarnings("ignore::RuntimeWarning")  # numpy's "All-NaN slice" in the interpreted max
+    @pytest.mark.parametrize("where", ["q", "k"])
+    def test_nan_inputs_propagate(where):
+        """A NaN in q makes its row NaN (out, lse, statistics) and, through the row, every column's colmass;
+        a NaN in k makes every row of the head NaN. Utterance 0 (full length) carries the NaN; utterance 1
+        (padded) must stay finite. (Pass 2 used to test ``lse > -inf``, false for NaN: the NaN row added 0.)"""
+
+        def edit(q, k, v):
+            if where == "q":
+                q[0, 1, 21, 3] = float("nan")
+            else:
+                k[0, 0, 30, 5] = float("nan")
+
+        got = _run(2, 2, 37, 32, edit=edit, extra=_lengths(37, 20))
+        assert torch.isnan(got.colmass[0, 1 if where == "q" else 0]).all()
+        assert torch.isfinite(got.colmass[1]).all()
+
+    def test_bias_offsets_are_int64():
+        """A dense bias past T ~ 46 000 has q * stride_bq > 2**31: the offsets must be computed in int64.
+        The kernels' own offset helper, run under the interpreter at such a row and stride."""
+        import triton
+        import triton.language as tl
+
+        @triton.jit
+        def probe(Out, start_m, stride_bq, stride_bk, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
+            offs_m = start_m + tl.arange(0, BLOCK_M)
+            offs_n = start_m + tl.arange(0, BLOCK_N)
+            off = kernels._bias_offsets(offs_m, offs_n, stride_bq, stride_bk)
+            idx = tl.arange(0, BLOCK_M)[:, None] * BLOCK_N + tl.arange(0, BLOCK_N)[None, :]
+            tl.store(Out + idx, off)
+
+        T = 50_000  # dense [T, T] bias: stride_bq = T
+        start_m = T - 16
+        out = torch.zeros(16 * 16, dtype=torch.int64)
+        probe[(1,)](out, start_m, T, 1, BLOCK_M=16, BLOCK_N=16)
+        rows = torch.arange(start_m, start_m + 16, dtype=torch.int64)
+        want = (rows[:, None] * T + rows[None, :]).flatten()
+        assert int(want.max()) > 2 ** 31  # the case that overflowed int32
+        assert torch.equal(out, want), f"first wrong offset {int(out[(out != want).nonzero()[0]])}"
 
     # ---------------------------------------------------------------- bias
     @pytest.mark.parametrize("shape", ["BHTT", "TT", "B1TT", "1H1T"])
@@ -239,8 +288,11 @@ else:
         tb = satkern.backends()["triton"]
         x = torch.randn(1, 2, 8, 64)
         assert any("float64" in w for w in tb.reasons(validate(x.double(), x.double(), x.double())))
-        y = torch.randn(1, 2, 8, 48)
-        assert any("head dim 48" in w for w in tb.reasons(validate(y, y, y)))
+        y = torch.randn(1, 2, 8, 257)
+        assert any("head dim 257" in w for w in tb.reasons(validate(y, y, y)))
+        for D in (1, 16, 48, 256):
+            z = torch.randn(1, 2, 8, D)
+            assert not tb.reasons(validate(z, z, z)), D
         assert any("labels" in w for w in tb.reasons(validate(x, x, x, label_weights=torch.rand(1, 8, 129))))
         assert not tb.reasons(validate(x, x, x, label_weights=torch.rand(1, 8, 128)))
 
@@ -290,6 +342,10 @@ else:
         assert fp32 and all(c.kwargs["BLOCK_M"] == 32 for c in fp32)
         half = launch._prune_fwd(fwd, {"T_BUCKET": 4096}, BLOCK_D=64, DOT_PRECISION="tf32")
         assert half and all(c.kwargs["BLOCK_M"] >= 64 for c in half)
+        wide = launch._prune_fwd(fwd, {"T_BUCKET": 4096}, BLOCK_D=256, DOT_PRECISION="tf32")
+        assert wide and all(c.kwargs["BLOCK_M"] <= 64 and c.kwargs["BLOCK_N"] <= 64 for c in wide)
+        wide_col = launch._prune_col(launch._colmass_tuned.configs, {"T_BUCKET": 4096}, BLOCK_D=256)
+        assert wide_col and all(c.kwargs["BLOCK_N"] <= 64 for c in wide_col)
 
     def test_deterministic():
         call = _op_inputs(T=20)

@@ -23,14 +23,22 @@
 //       colmass partial += (1/l)^T P                       BLAS gemv
 //       label_mass = diag(1/l) P W_win                     BLAS gemm
 //       out = diag(1/l) P' V_win (P' = P zeroed off band in zero-span mode; band window only)
-//   * the row pass is vectorized with at::vec (AVX2 as compiled by setup.py); for float32 on
-//     CPUs with AVX-512F/DQ a hand-written AVX-512 version (row_avx512.cpp) is used instead,
-//     unless SATKERN_CPU_NO_AVX512=1. SATKERN_CPU_BLOCK_ROWS=n overrides the query block size
+//   * the row pass is vectorized with at::vec and built twice (row_vec.inc.h): a portable baseline
+//     (row_generic.cpp) and an AVX2+FMA build (row_avx2.cpp, its own compile flags), chosen at run
+//     time from the CPU's features, so the extension loads on any x86-64; for float32 on CPUs
+//     with AVX-512F/DQ a hand-written AVX-512 version (row_avx512.cpp) is used instead, unless
+//     SATKERN_CPU_NO_AVX512=1 (SATKERN_CPU_NO_AVX2=1 likewise forces the baseline).
+//     SATKERN_CPU_BLOCK_ROWS=n overrides the query block size
 //     (tuning only).
-//   * colmass: each thread adds its blocks' column sums into its own [B*H*T] double buffer;
-//     the buffers are summed in thread order at the end. at::parallel_for (OpenMP) hands each
-//     thread one fixed contiguous range of tasks, so for a fixed thread count the result is
-//     bitwise deterministic (it may change in the last bits with the thread count).
+//   * colmass: tasks are ordered head-major (all blocks of head 0, then head 1, ...) and
+//     at::parallel_for (OpenMP) hands each thread one contiguous range of tasks, so a thread owns
+//     every head inside its range and shares at most the two at its ends. It sums the column
+//     sums of its current head's blocks into one [T] double buffer and writes a head it covered
+//     whole straight into colmass; a head cut by a range boundary leaves its part in a small
+//     list, and those parts are added up in range order after the parallel region. Memory:
+//     O(T) per thread plus the output, never a [B*H*T] buffer per thread. For a fixed thread
+//     count the ranges, and so the result, are bitwise deterministic (the last bits may change
+//     with the thread count).
 //
 // NaN: a NaN (or +inf) score makes its row NaN (out, lse, statistics, and colmass of the
 // row's admissible keys), as in the reference. Padded rows of q/k/v/label_weights and bias
@@ -45,11 +53,13 @@
 #include <torch/library.h>
 
 #include "cpu/row_avx512.h"
+#include "cpu/row_kernels.h"
 
 #include <algorithm>
 #include <cstdlib>
 #include <cmath>
 #include <limits>
+#include <mutex>
 #include <optional>
 #include <sstream>
 #include <tuple>
@@ -163,156 +173,6 @@ void scale_rows(int64_t M, int64_t N, const T* f, T* rows, int64_t ld) {
   }
 }
 
-// ---------------------------------------------------------------------------------------------
-// Vector helpers.
-inline Vectorized<float> vexp(const Vectorized<float>& x) {
-  // exp_u20: ATen's polynomial exp (max 20 ulp), the one ATen's CPU flash attention uses.
-  // Arguments here are <= 0 and never NaN (NaN rows are handled before).
-  return x.exp_u20();
-}
-inline Vectorized<double> vexp(const Vectorized<double>& x) { return x.exp(); }
-
-template <typename T>
-inline T hsum(const Vectorized<T>& v) {
-  alignas(64) T buf[Vectorized<T>::size()];
-  v.store(buf);
-  T s = 0;
-  for (int i = 0; i < Vectorized<T>::size(); ++i) s += buf[i];
-  return s;
-}
-
-template <typename T>
-inline T nan_max(T a, T b) {
-  return (a != a || b != b) ? std::numeric_limits<T>::quiet_NaN() : (a > b ? a : b);
-}
-
-template <typename T>
-inline T hmax(const Vectorized<T>& v) {
-  alignas(64) T buf[Vectorized<T>::size()];
-  v.store(buf);
-  T m = -std::numeric_limits<T>::infinity();
-  for (int i = 0; i < Vectorized<T>::size(); ++i) m = nan_max(m, buf[i]);
-  return m;
-}
-
-template <typename T>
-struct RowStats {
-  T lse, entropy, distance, maxweight;
-  T factor;  // A = factor * s after the row pass (1/l; 0 for an empty row; 1 for a NaN row)
-};
-
-// One query row of a block. `s` holds the row's scaled scores over the key window
-// [kw0, kw0 + w); only [a, e) (window coordinates) is admissible. On return s[0, w) holds the
-// unnormalized row p = exp(s - max) (0 outside [a, e)); the row of A is factor * p. The
-// normalization is applied after the block's products (colmass, label_mass, out), which saves a
-// pass over the scores. `brow` points at bias(b, h, qi, kw0) with key stride `bsj` (null: none).
-template <typename T, bool ENT, bool DIST>
-RowStats<T> softmax_row(T* s, int64_t w, int64_t a, int64_t e, int64_t kw0, int64_t qi,
-                        const T* brow, int64_t bsj) {
-  using Vec = Vectorized<T>;
-  constexpr int64_t V = Vec::size();
-  constexpr T inf = std::numeric_limits<T>::infinity();
-  constexpr T nan = std::numeric_limits<T>::quiet_NaN();
-
-  // pass 1: bias and max (NaN-propagating)
-  T m = -inf;
-  {
-    Vec vmax(-inf);
-    int64_t j = a;
-    if (brow != nullptr) {
-      if (bsj == 1) {
-        for (; j + V <= e; j += V) {
-          Vec x = Vec::loadu(s + j) + Vec::loadu(brow + j);
-          x.store(s + j);
-          vmax = at::vec::maximum(vmax, x);
-        }
-      }
-      for (; j < e; ++j) {
-        s[j] += brow[j * bsj];
-        m = nan_max(m, s[j]);
-      }
-    } else {
-      for (; j + V <= e; j += V) vmax = at::vec::maximum(vmax, Vec::loadu(s + j));
-      for (; j < e; ++j) m = nan_max(m, s[j]);
-    }
-    m = nan_max(m, hmax(vmax));
-  }
-
-  std::fill(s, s + a, T(0));
-  std::fill(s + e, s + w, T(0));
-  if (m == -inf) {  // empty distribution
-    std::fill(s + a, s + e, T(0));
-    return {-inf, T(0), T(0), T(0), T(0)};
-  }
-  if (m != m || m == inf) {  // NaN (or +inf) score: the whole row is NaN, as in the reference
-    std::fill(s + a, s + e, nan);
-    return {nan, nan, nan, nan, T(1)};
-  }
-
-  // pass 2: p = exp(s - m), l = sum p, sum p (s - m), sum p |q - k|
-  T l = 0, spt = 0, spd = 0;
-  {
-    const Vec vm(m);
-    // s - m is -inf where a bias is -inf; p is 0 there, and clamping keeps p * t = 0 (not NaN).
-    const Vec vlow(T(-1e30));
-    const Vec vq(static_cast<T>(qi));
-    const Vec vstep(static_cast<T>(V));
-    Vec vk = Vec::arange(static_cast<T>(kw0 + a), T(1));
-    // two independent accumulators per sum: shorter dependency chains and half the rounding
-    // error growth of one running sum
-    Vec vl(T(0)), vent(T(0)), vdist(T(0)), vl2(T(0)), vent2(T(0)), vdist2(T(0));
-    int64_t j = a;
-    for (; j + 2 * V <= e; j += 2 * V) {
-      Vec t = Vec::loadu(s + j) - vm;
-      Vec t2 = Vec::loadu(s + j + V) - vm;
-      Vec p = vexp(t);
-      Vec p2 = vexp(t2);
-      p.store(s + j);
-      p2.store(s + j + V);
-      vl = vl + p;
-      vl2 = vl2 + p2;
-      if (ENT) {
-        vent = at::vec::fmadd(p, at::vec::maximum(t, vlow), vent);
-        vent2 = at::vec::fmadd(p2, at::vec::maximum(t2, vlow), vent2);
-      }
-      if (DIST) {
-        vdist = at::vec::fmadd(p, (vk - vq).abs(), vdist);
-        vk = vk + vstep;
-        vdist2 = at::vec::fmadd(p2, (vk - vq).abs(), vdist2);
-        vk = vk + vstep;
-      }
-    }
-    for (; j + V <= e; j += V) {
-      Vec t = Vec::loadu(s + j) - vm;
-      Vec p = vexp(t);
-      p.store(s + j);
-      vl = vl + p;
-      if (ENT) vent = at::vec::fmadd(p, at::vec::maximum(t, vlow), vent);
-      if (DIST) {
-        vdist = at::vec::fmadd(p, (vk - vq).abs(), vdist);
-        vk = vk + vstep;
-      }
-    }
-    l = hsum(vl + vl2);
-    if (ENT) spt = hsum(vent + vent2);
-    if (DIST) spd = hsum(vdist + vdist2);
-    for (; j < e; ++j) {
-      T t = s[j] - m;
-      T p = std::exp(t);
-      s[j] = p;
-      l += p;
-      if (ENT) spt += p * std::max(t, T(-1e30));
-      if (DIST) spd += p * std::abs(static_cast<T>(qi - (kw0 + j)));
-    }
-  }
-
-  const T inv = T(1) / l;
-  const T logl = std::log(l);
-  return {m + logl, logl - spt * inv, spd * inv, inv, inv};
-}
-
-template <typename T>
-using RowFn = RowStats<T> (*)(T*, int64_t, int64_t, int64_t, int64_t, int64_t, const T*, int64_t);
 
 #if SATKERN_HAVE_AVX512_ROW
 template <bool ENT, bool DIST>
@@ -323,12 +183,17 @@ RowStats<float> softmax_row_avx512(float* s, int64_t w, int64_t a, int64_t e, in
 }
 #endif
 
+inline bool env_is_1(const char* name) {
+  const char* env = std::getenv(name);
+  return env != nullptr && env[0] == '1';
+}
+
 // The AVX-512 row pass is used for float32 when the CPU has AVX-512F/DQ, unless the
 // environment sets SATKERN_CPU_NO_AVX512=1 (tests use it to cover the AVX2/generic path).
-inline bool use_avx512_rows() {
-  const char* env = std::getenv("SATKERN_CPU_NO_AVX512");
-  return avx512::supported() && !(env != nullptr && env[0] == '1');
-}
+inline bool use_avx512_rows() { return cpu_has_avx512() && !env_is_1("SATKERN_CPU_NO_AVX512"); }
+// The AVX2 build of the row pass when the CPU has AVX2 and FMA, unless SATKERN_CPU_NO_AVX2=1
+// (then the portable build runs: tests use it to cover the baseline on any machine).
+inline bool use_avx2_rows() { return avx2_rows_built() && cpu_has_avx2() && !env_is_1("SATKERN_CPU_NO_AVX2"); }
 
 template <typename T>
 RowFn<T> pick_row_fn(bool ent, bool dist) {
@@ -342,10 +207,8 @@ RowFn<T> pick_row_fn(bool ent, bool dist) {
     }
   }
 #endif
-  if (ent && dist) return &softmax_row<T, true, true>;
-  if (ent) return &softmax_row<T, true, false>;
-  if (dist) return &softmax_row<T, false, true>;
-  return &softmax_row<T, false, false>;
+  if (use_avx2_rows()) return avx2::row_fn<T>(ent, dist);
+  return generic::row_fn<T>(ent, dist);
 }
 
 struct Params {
@@ -387,14 +250,19 @@ void run_kernel(const Params& P, const T* q, const T* k, const T* v, const int64
   const int64_t ntasks = B * H * nblk;
   const int64_t ldS = window_max(BQ);
 
-  const int64_t BHT = B * H * T_;
   // colmass partials are kept in double (a column sums up to T rows; each block's column sums are
   // formed in T by the BLAS, then added in double), which keeps float32 colmass as accurate as
   // torch's own reductions.
   using CT = double;
-  Tensor colbuf_t;
-  if (P.want_colmass) colbuf_t = at::empty({nthreads * BHT}, at::TensorOptions().dtype(at::kDouble));
-  CT* const colbuf = P.want_colmass ? colbuf_t.data_ptr<CT>() : nullptr;
+  // The part of a head's column sums that one task range computed, for a head the range does not
+  // cover whole (at most two per range: its first and its last head).
+  struct ColPart {
+    int64_t range_begin;  // first task of the range: orders the parts of one head
+    int64_t bh;
+    std::vector<CT> sums;  // [T]
+  };
+  std::vector<ColPart> col_parts;
+  std::mutex col_parts_mutex;
   const RowFn<T> row_fn = pick_row_fn<T>(P.want_entropy, P.want_distance);
   constexpr T nan = std::numeric_limits<T>::quiet_NaN();
 
@@ -409,8 +277,15 @@ void run_kernel(const Params& P, const T* q, const T* k, const T* v, const int64
     if (P.want_maxweight) std::fill(mw + rowbase + r0, mw + rowbase + r1, stat);
     if (P.want_label) std::fill(lm + (rowbase + r0) * L, lm + (rowbase + r1) * L, stat);
   };
-  // colmass partials: one [B*H*T] slice per thread id, zeroed by its thread on first use.
-  std::vector<char> col_used(static_cast<size_t>(nthreads), 0);
+  // a head's final colmass from its column sums (NaN for a masked head: no work was done)
+  auto write_col = [&](int64_t bh, const CT* sums) {
+    T* dst = col + bh * T_;
+    if (head_mask != nullptr && !head_mask[bh]) {
+      std::fill(dst, dst + T_, nan);
+      return;
+    }
+    for (int64_t j = 0; j < T_; ++j) dst[j] = static_cast<T>(sums[j]);
+  };
 
   at::parallel_for(0, ntasks, 1, [&](int64_t begin, int64_t end) {
     // 64-byte aligned buffers (BLAS results must not depend on the allocation's alignment)
@@ -418,15 +293,31 @@ void run_kernel(const Params& P, const T* q, const T* k, const T* v, const int64
     T* const sbuf = sbuf_t.data_ptr<T>();
     T* const factor = sbuf + BQ * ldS;
     T* const colblk = factor + BQ;  // one block's column sums
-    const int tid = std::min(std::max(0, at::get_thread_num()), nthreads - 1);
-    CT* mycol = P.want_colmass ? colbuf + static_cast<size_t>(tid) * BHT : nullptr;
-    if (mycol != nullptr && !col_used[tid]) {
-      std::fill(mycol, mycol + BHT, CT(0));
-      col_used[tid] = 1;
-    }
+    // column sums of the head being worked on ([T] doubles: this range's only colmass memory)
+    std::vector<CT> headcol(P.want_colmass ? static_cast<size_t>(T_) : 0);
+    CT* const mycol = P.want_colmass ? headcol.data() : nullptr;
+    int64_t cur_bh = -1, cur_first_blk = 0, cur_last_blk = -1;
+    auto finish_head = [&]() {  // the range is done with head cur_bh
+      if (mycol == nullptr || cur_bh < 0) return;
+      if (cur_first_blk == 0 && cur_last_blk == nblk - 1) {
+        write_col(cur_bh, mycol);  // the whole head was here
+      } else {
+        std::lock_guard<std::mutex> guard(col_parts_mutex);
+        col_parts.push_back(ColPart{begin, cur_bh, headcol});
+      }
+    };
     for (int64_t task = begin; task < end; ++task) {
       const int64_t blk = task % nblk;
       const int64_t bh = task / nblk;
+      if (mycol != nullptr) {
+        if (bh != cur_bh) {
+          finish_head();
+          std::fill(headcol.begin(), headcol.end(), CT(0));
+          cur_bh = bh;
+          cur_first_blk = blk;
+        }
+        cur_last_blk = blk;
+      }
       const int64_t b = bh / H, h = bh % H;
       const int64_t i0 = blk * BQ;
       const int64_t i1_all = std::min(T_, i0 + BQ);
@@ -471,7 +362,7 @@ void run_kernel(const Params& P, const T* q, const T* k, const T* v, const int64
       if (mycol != nullptr) {
         std::fill(colblk, colblk + w, T(0));
         rm_colsum<T>(nq, w, factor, S, ldS, colblk);
-        CT* c = mycol + rowbase + kw0;
+        CT* c = mycol + kw0;
         for (int64_t j = 0; j < w; ++j) c[j] += static_cast<CT>(colblk[j]);
       }
       if (P.want_label && L > 0) {
@@ -497,27 +388,23 @@ void run_kernel(const Params& P, const T* q, const T* k, const T* v, const int64
       rm_gemm<T>(false, nq, Dv, pw1 - pw0, T(1), S + (pw0 - kw0), ldS, vb + pw0 * Dv, Dv, ob, Dv);
       scale_rows<T>(nq, Dv, factor, ob, Dv);
     }
+    finish_head();
   });
 
-  if (P.want_colmass) {
-    // Sum the thread slices in thread order: deterministic for a fixed thread count.
-    auto reduce = [&](int64_t begin, int64_t end) {
-      for (int64_t bh = begin; bh < end; ++bh) {
-        T* dst = col + bh * T_;
-        if (head_mask != nullptr && !head_mask[bh]) {
-          std::fill(dst, dst + T_, nan);
-          continue;
-        }
-        for (int64_t j = 0; j < T_; ++j) {
-          CT acc = 0;
-          for (int t = 0; t < nthreads; ++t)
-            if (col_used[t]) acc += colbuf[static_cast<size_t>(t) * BHT + bh * T_ + j];
-          dst[j] = static_cast<T>(acc);
-        }
-      }
-    };
-    if (BHT * nthreads < (int64_t(1) << 22)) reduce(0, B * H);  // small: no second parallel region
-    else at::parallel_for(0, B * H, 1, reduce);
+  if (P.want_colmass && !col_parts.empty()) {
+    // Heads cut by range boundaries: add their parts in range order (deterministic for a fixed
+    // thread count: the ranges are). At most two parts per range, so this is O(nthreads * T).
+    std::sort(col_parts.begin(), col_parts.end(), [](const ColPart& a, const ColPart& b) {
+      return a.bh != b.bh ? a.bh < b.bh : a.range_begin < b.range_begin;
+    });
+    std::vector<CT> acc(static_cast<size_t>(T_));
+    for (size_t i = 0; i < col_parts.size();) {
+      const int64_t bh = col_parts[i].bh;
+      std::fill(acc.begin(), acc.end(), CT(0));
+      for (; i < col_parts.size() && col_parts[i].bh == bh; ++i)
+        for (int64_t j = 0; j < T_; ++j) acc[j] += col_parts[i].sums[j];
+      write_col(bh, acc.data());
+    }
   }
 }
 

@@ -1,8 +1,9 @@
 // AVX-512 version of the float32 row pass of attention_cpu.cpp (softmax_row<float, ...>).
 //
-// setup.py compiles csrc/cpu with -mavx2 (the x86-64 server baseline); ATen's own CPU kernels
-// dispatch to AVX-512 at run time, so on AVX-512 machines the row pass (max, exp, sums) would
-// otherwise run at half the vector width of torch's SDPA. The functions here carry a
+// setup.py compiles *_avx512.cpp files as their own objects with AVX-512 flags; ATen's own CPU
+// kernels dispatch to AVX-512 at run time, so on AVX-512 machines the row pass (max, exp, sums)
+// would otherwise run at half the vector width of torch's SDPA. The CPU check (cpu_has_avx512)
+// lives in the portable cpu_features.cpp. The functions here carry a
 // function-level target attribute and use only <immintrin.h> intrinsics (no ATen or std inline
 // functions are compiled for AVX-512 here, so no AVX-512 code can leak into shared inline
 // definitions); attention_cpu.cpp calls them only when the CPU reports AVX-512F/DQ.
@@ -160,13 +161,6 @@ SATKERN_AVX512 RowResult row_impl(float* s, int64_t w, int64_t a, int64_t e, int
 
 }  // namespace
 
-bool supported() {
-  static const bool ok = [] {
-    __builtin_cpu_init();
-    return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512dq");
-  }();
-  return ok;
-}
 
 RowResult softmax_row(bool ent, bool dist, float* s, int64_t w, int64_t a, int64_t e, int64_t kw0,
                       int64_t qi, const float* brow, int64_t bsj) {

@@ -17,13 +17,9 @@ struct RowResult {
 };
 
 #if SATKERN_HAVE_AVX512_ROW
-// Whether this CPU runs the AVX-512 row pass (AVX-512F and DQ).
-bool supported();
 // Same contract as softmax_row<float, ent, dist> in attention_cpu.cpp.
 RowResult softmax_row(bool ent, bool dist, float* s, int64_t w, int64_t a, int64_t e, int64_t kw0,
                       int64_t qi, const float* brow, int64_t bsj);
-#else
-inline bool supported() { return false; }
 #endif
 
 }  // namespace avx512

@@ -328,9 +328,15 @@ __device__ __forceinline__ void gemm_ab(const T* __restrict__ A, int lda, const 
   }
 }
 
+// max that propagates NaN. fmaxf returns the other operand when one is NaN, so a row whose scores
+// are all NaN (NaN in q) kept m = -inf and came out as an empty row (out 0, lse -inf, statistics 0,
+// skipped by colmass); the contract (satkern/ops/reference.py) makes such a row NaN.
+// (x != x is the NaN test; --use_fast_math does not assume finite values in nvcc.)
+__device__ __forceinline__ float max_nan(float a, float b) { return (a != a || b != b) ? NAN : fmaxf(a, b); }
+
 __device__ __forceinline__ float warp_max(float x) {
 #pragma unroll
-  for (int o = 16; o > 0; o >>= 1) x = fmaxf(x, __shfl_xor_sync(0xffffffffu, x, o));
+  for (int o = 16; o > 0; o >>= 1) x = max_nan(x, __shfl_xor_sync(0xffffffffu, x, o));
   return x;
 }
 __device__ __forceinline__ float warp_sum(float x) {
@@ -492,11 +498,11 @@ __global__ void __launch_bounds__(detail::TileConfig<T, D>::kThreads)
           if (p.bias) s += bias_at(p, b, h, qi, ki);
         }
         sv[j] = s;
-        mx = fmaxf(mx, s);
+        mx = max_nan(mx, s);
       }
       mx = warp_max(mx);
       const float m_old = row_m[r];  // same value in every lane (written by lane 0 last round)
-      const float m_new = fmaxf(m_old, mx);
+      const float m_new = max_nan(m_old, mx);  // NaN once any score of the row was NaN
       const float m_use = m_new == kNegInf ? 0.0f : m_new;  // all -inf so far: nothing to rescale
       const float alpha = m_old == kNegInf ? 0.0f : __expf(m_old - m_use);
       float l_part = 0.0f, ent_part = 0.0f, dist_part = 0.0f;

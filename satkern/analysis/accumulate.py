@@ -47,7 +47,8 @@ class Accumulator:
     def add(self, metrics, lengths: torch.Tensor, prm: Optional[Tuple[torch.Tensor, torch.Tensor]] = None,
             audio_seconds: float = 0.0) -> None:
         """One batch: ``metrics`` a HeadMetrics of ``[U, L, H]`` tensors, ``lengths`` ``[U]`` frames,
-        ``prm`` = (sum_u P'_u ``[L,H,Y,Y]``, sum_u P_U,u ``[Y,Y]``) over the batch's utterances."""
+        ``prm`` = (sum_u P'_u ``[L,H,Y,Y]``, sum_u P_U,u ``[Y,Y]``[, number of utterances in those sums])
+        over the batch's utterances (without the count: every non-empty utterance of the batch)."""
         dev = self.sums.device
         for i, k in enumerate(METRICS):
             x = getattr(metrics, k, None)
@@ -66,7 +67,7 @@ class Accumulator:
         if prm is not None and prm[0] is not None:
             self.prm_counts += prm[0].to(device=dev, dtype=torch.float64)
             self.prm_base += prm[1].to(device=dev, dtype=torch.float64)
-            self.scalars[3] += nonempty
+            self.scalars[3] += int(prm[2]) if len(prm) > 2 else nonempty
 
     # -------------------------------------------------------------- merge / persist
     def _tensors(self):

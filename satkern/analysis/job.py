@@ -37,13 +37,13 @@ import numpy as np
 import torch
 
 from ..metrics import categorize
-from ..ops import STAT_NAMES
+from ..ops import STAT_NAMES, BackendUnavailable
 from ..corpus.batching import BatchDataset, plan_batches
 from ..corpus.audio import resampled_length
-from ..corpus.framing import frame_label_weights
 from ..corpus.phones import TIMIT39, fold_39
 from ..corpus.readers import collect_labels, discover_corpus
 from .accumulate import METRICS, Accumulator
+from .preflight import backend_error, check_backend, resolve_device
 from .output import atomic_write_bytes, atomic_write_text, write_heads_csv, write_prm, write_utterances
 
 CHECKPOINT_VERSION = 1
@@ -77,12 +77,17 @@ class AnalyzeConfig:
     progress: bool = True
     trust_checkpoint: bool = False
     overwrite: bool = False
+    min_seconds: float = 0.25  # clips shorter than this are skipped with a reason
+    keep_checkpoint: bool = False  # keep DIR/checkpoint/ after a successful run
+    s3prl_whole_sequence: bool = False  # s3prl checkpoints: ignore task.sequence_length (no chunks)
+    maps: int = 0  # K > 0: attention maps of the K most global / vertical / diagonal heads -> maps.npz (maps.py)
 
     def fingerprint_fields(self) -> dict:
         return {"model": self.model, "corpus": os.path.abspath(self.corpus), "stats": sorted(self.stats),
                 "fold_39": self.fold_39, "layout": self.layout, "alignments": self.alignments,
                 "phone_tier": self.phone_tier, "phone_relations": self.phone_relations,
-                "allow_resample": self.allow_resample, "max_utterances": self.max_utterances, "seed": self.seed}
+                "allow_resample": self.allow_resample, "max_utterances": self.max_utterances, "seed": self.seed,
+                "min_seconds": self.min_seconds, "s3prl_whole_sequence": self.s3prl_whole_sequence}
 
 
 class ResumeError(RuntimeError):
@@ -198,6 +203,12 @@ def analyze(config: AnalyzeConfig, *, model=None, on_batch: Optional[Callable[[i
     from satkern.models import load_model
 
     t_start = time.perf_counter()
+    if not isinstance(config.maps, int) or isinstance(config.maps, bool) or config.maps < 0:
+        raise ValueError(f"satkern analyze: --maps must be a whole number >= 0 (heads per category); got {config.maps!r}")
+    if config.maps and not config.per_utterance:
+        from dataclasses import replace
+
+        config = replace(config, per_utterance=True)  # maps.py picks utterances by their per-utterance values
     dist = _setup_distributed(config.device)
     try:
         return _analyze(config, dist, model, on_batch, log, t_start, satkern, load_model)
@@ -213,41 +224,39 @@ def _analyze(config, dist, model, on_batch, log, t_start, satkern, load_model) -
     if log is None:
         log = (lambda s: print(s, file=sys.stderr, flush=True)) if rank0 else (lambda s: None)
     out = Path(config.out)
-    device = torch.device(config.device if not (config.device.startswith("cuda") and dist.enabled)
-                          else f"cuda:{dist.local_rank}")
+    device = resolve_device(config.device)
+    if device.type == "cuda" and dist.enabled:
+        device = torch.device(f"cuda:{dist.local_rank}")
+    check_backend(config.backend, device)
     stats = tuple(config.stats)
     bad = [s for s in stats if s not in STAT_NAMES]
     if bad:
-        raise ValueError(f"satkern analyze: unknown statistics {bad}; choose from {STAT_NAMES}")
+        raise ValueError(f"argument --stats: unknown statistics {bad}; choose from {', '.join(STAT_NAMES)}")
+    if not config.min_seconds >= 0:
+        raise ValueError(f"argument --min-seconds: expected a number of seconds >= 0; got {config.min_seconds}")
 
     ck = _Checkpointer(out, dist)
     if out.exists() and not config.resume and not config.overwrite:
         if ck.all_paths() or (out / "summary.json").exists():
             raise FileExistsError(f"satkern analyze: {out} holds a previous run; pass --resume to continue it "
                                   f"or --overwrite to start over")
-    if dist.enabled:
-        import torch.distributed as tdist
-
-        tdist.barrier()  # every rank has checked before rank 0 clears anything
-    if rank0:
-        out.mkdir(parents=True, exist_ok=True)
-        if not config.resume:
-            for p in ck.all_paths() + [out / n for n in ("heads.csv", "prm.npz", "utterances.parquet", "summary.json")]:
-                if p.exists():
-                    p.unlink()  # a fresh run leaves no output of an earlier one behind
-            if ck.parts_dir.exists():
-                for p in ck.parts_dir.glob("*.parquet"):
-                    p.unlink()
-        ck.parts_dir.mkdir(parents=True, exist_ok=True)
-    if dist.enabled:
-        tdist.barrier()
 
     # ---------------------------------------------------------------- corpus
     corpus = discover_corpus(config.corpus, layout=config.layout, alignments=config.alignments)
+    found_count = len(corpus.utterances) + len(corpus.skipped)
     utts = sorted(corpus.utterances, key=lambda u: u.uid)
     if config.max_utterances is not None:
         utts = utts[: config.max_utterances]
-    corpus.utterances = utts
+    kept = []
+    for u in utts:
+        if u.num_samples > 0 and u.duration < config.min_seconds:
+            corpus.skip(u.uid, u.audio, f"too short: {u.duration:.3f} s, below the minimum clip length of "
+                                        f"{config.min_seconds:g} s (--min-seconds)")
+        else:
+            kept.append(u)
+    utts = corpus.utterances = kept
+    if not utts:
+        raise ValueError(_nothing_readable(config.corpus, found_count, corpus.skipped))
     use_labels = config.phone_relations and corpus.has_alignments
     label_map = fold_39 if config.fold_39 else None
     labels: List[str] = []
@@ -257,11 +266,14 @@ def _analyze(config, dist, model, on_batch, log, t_start, satkern, load_model) -
         extra = sorted(set(found) - set(labels))
         if extra:
             raise ValueError(f"satkern analyze: labels outside the 39-class set after folding: {extra}")
+        if not labels:
+            use_labels = False  # no utterance kept a usable alignment
 
     # ---------------------------------------------------------------- model
     if model is None:
         torch.manual_seed(config.seed)  # built-in names: the same random weights on every rank and rerun
-        model = load_model(config.model, trust_checkpoint=config.trust_checkpoint)
+        model = load_model(config.model, trust_checkpoint=config.trust_checkpoint,
+                           s3prl_whole_sequence=config.s3prl_whole_sequence)
     model.model.to(device).eval()
     if model.random_weights:
         log("=" * 72 + f"\nsatkern analyze: model {model.name!r} has RANDOM WEIGHTS (built-in architecture, "
@@ -272,17 +284,18 @@ def _analyze(config, dist, model, on_batch, log, t_start, satkern, load_model) -
     label_index = {l: i for i, l in enumerate(labels)}
     utts = corpus.utterances
     # utterances too short for the model (0 frames) are skipped up front
-    kept, short = [], []
+    kept = []
     for u in utts:
         n = resampled_length(u.num_samples, u.sample_rate, rate)
         if u.num_samples > 0 and model.num_frames(n) <= 0:
-            short.append(u)
+            corpus.skip(u.uid, u.audio, f"too short for the model ({u.num_samples} samples at {u.sample_rate} Hz "
+                                        f"give 0 frames)")
         else:
             kept.append(u)
-    for u in short:
-        corpus.skip(u.uid, u.audio, f"too short for the model ({u.num_samples} samples at {u.sample_rate} Hz "
-                                    f"give 0 frames)")
     utts = kept
+    if not utts:
+        raise ValueError(_nothing_readable(config.corpus, found_count, corpus.skipped))
+    unaligned = sum(1 for u in utts if not u.alignment) if use_labels else 0
     discovery_skipped = list(corpus.skipped)
 
     fingerprint = dict(config.fingerprint_fields(), weights=_weights_checksum(model.model), labels=labels,
@@ -295,6 +308,10 @@ def _analyze(config, dist, model, on_batch, log, t_start, satkern, load_model) -
     mine_finished: List[str] = []
     load_skipped: List[dict] = []
     parts: List[str] = []
+    prior_conversions: List[dict] = []
+    prior_unaligned: List[str] = []
+    prior_chunked: List[str] = []
+    prior_nan: List[dict] = []
     prior_elapsed = 0.0
     if config.resume:
         paths = ck.all_paths()
@@ -316,12 +333,37 @@ def _analyze(config, dist, model, on_batch, log, t_start, satkern, load_model) -
                     mine_finished = list(st["finished"])
                     load_skipped = list(st["skipped"])
                     parts = list(st["parts"])
+                    prior_conversions = list(st.get("conversions", []))
+                    prior_unaligned = list(st.get("unaligned", []))
+                    prior_chunked = list(st.get("chunked", []))
+                    prior_nan = list(st.get("nan", []))
                     prior_elapsed = float(st.get("elapsed", 0.0))
             log(f"satkern analyze: resuming; {len(finished)} utterances already done")
         else:
             log("satkern analyze: --resume given but no checkpoint found; starting from the beginning")
 
     n_prior = len(mine_finished)
+
+    # ---------------------------------------------------------------- output folder (only now: a job that
+    # fails on its corpus, model or arguments leaves nothing behind)
+    if dist.enabled:
+        import torch.distributed as tdist
+
+        tdist.barrier()  # every rank has checked before rank 0 clears anything
+    created_out = not out.exists()
+    created_ck = not ck.dir.exists()
+    if rank0:
+        out.mkdir(parents=True, exist_ok=True)
+        if not config.resume:
+            for p in ck.all_paths() + [out / n for n in ("heads.csv", "prm.npz", "utterances.parquet", "maps.npz", "summary.json")]:
+                if p.exists():
+                    p.unlink()  # a fresh run leaves no output of an earlier one behind
+            if ck.parts_dir.exists():
+                for p in ck.parts_dir.glob("*.parquet"):
+                    p.unlink()
+        ck.parts_dir.mkdir(parents=True, exist_ok=True)
+    if dist.enabled:
+        tdist.barrier()
 
     # ---------------------------------------------------------------- shard + batches
     todo = [u for u in utts if u.uid not in finished]
@@ -333,15 +375,21 @@ def _analyze(config, dist, model, on_batch, log, t_start, satkern, load_model) -
     elif config.order != "length":
         raise ValueError(f"satkern analyze: order must be 'length' or 'shuffle'; got {config.order!r}")
     shard_seconds = sum(u.duration for u in shard)
-    ds = BatchDataset(batches, rate, with_alignments=use_labels, tier=config.phone_tier, label_map=label_map,
+    ds = BatchDataset(batches, rate, with_alignments=corpus.has_alignments, tier=config.phone_tier, label_map=label_map,
                       allow_resample=config.allow_resample)
     loader = torch.utils.data.DataLoader(ds, batch_size=None, shuffle=False, num_workers=config.workers,
                                          collate_fn=_identity, prefetch_factor=2 if config.workers else None,
                                          persistent_workers=False)
 
+    n_skipped_now = len(discovery_skipped)
     log(f"satkern analyze: {model.name} ({model.family}, {rate} Hz, {model.frame_stride} samples/frame) on "
-        f"{len(utts)} utterances of {corpus.layout} corpus {config.corpus}"
+        f"{corpus.layout} corpus {config.corpus}: {found_count} utterances found"
+        + (f" ({config.max_utterances} at most analyzed)" if config.max_utterances is not None else "")
+        + (f", {n_skipped_now} skipped so far (reasons in summary.json)" if n_skipped_now else "")
+        + (f", {len(finished)} done before" if finished else "")
+        + f", {len(todo)} to run"
         + (f"; phone relations over {len(labels)} labels" if use_labels else "; no alignments: no phone relations")
+        + (f" ({unaligned} utterances without an alignment count in G/V/D/W only)" if unaligned else "")
         + (f"; rank {dist.rank}/{dist.world}" if dist.enabled else ""))
 
     # ---------------------------------------------------------------- run
@@ -350,6 +398,10 @@ def _analyze(config, dist, model, on_batch, log, t_start, satkern, load_model) -
         acc = Accumulator(h.num_layers, h.num_heads, len(labels) if use_labels else 0)
     acc.check_shape(h.num_layers, h.num_heads, len(labels) if use_labels else 0)
     rows: List[dict] = []
+    conversions: List[dict] = list(prior_conversions)  # resampled / down-mixed utterances
+    unaligned_done: List[str] = list(prior_unaligned)  # analyzed without an alignment (not in the maps)
+    chunked_done: List[str] = list(prior_chunked)  # run in s3prl sequence_length chunks
+    nan_done: List[dict] = list(prior_nan)  # utterances whose attention had NaN rows, and where
     wait_s = load_s = compute_s = 0.0
     audio_seconds = 0.0  # processed in this run (this rank)
     t_run = time.perf_counter()
@@ -369,12 +421,13 @@ def _analyze(config, dist, model, on_batch, log, t_start, satkern, load_model) -
             rows = []
         ck.save({"version": CHECKPOINT_VERSION, "fingerprint": fingerprint, "acc": acc.state(),
                  "finished": mine_finished, "skipped": load_skipped, "parts": parts,
-                 "elapsed": prior_elapsed + time.perf_counter() - t_run})
+                 "conversions": conversions, "unaligned": unaligned_done, "chunked": chunked_done,
+                 "nan": nan_done, "elapsed": prior_elapsed + time.perf_counter() - t_run})
         last_ck = time.perf_counter()
 
+    b_index = 0
     try:
         it = iter(loader)
-        b_index = 0
         while True:
             t0 = time.perf_counter()
             try:
@@ -391,6 +444,12 @@ def _analyze(config, dist, model, on_batch, log, t_start, satkern, load_model) -
                     mine_finished.append(it_.uid)
                 else:
                     good.append(it_)
+                    if model.num_chunks(len(it_.waveform)) > 1:
+                        chunked_done.append(it_.uid)
+                    if it_.source_rate != rate or it_.channels != 1:
+                        conversions.append({"utterance": it_.uid, "path": it_.path, "sample_rate": it_.source_rate,
+                                            "channels": it_.channels, "resampled": it_.source_rate != rate,
+                                            "downmixed": it_.channels != 1})
             if good:
                 inputs, frame_lengths = model.prepare([g.waveform for g in good])
                 if use_labels:
@@ -398,13 +457,23 @@ def _analyze(config, dist, model, on_batch, log, t_start, satkern, load_model) -
                     W = torch.zeros(len(good), T, len(labels), dtype=torch.float32)
                     for i, g in enumerate(good):
                         n = int(frame_lengths[i])
-                        W[i, :n] = frame_label_weights(g.segments, len(g.waveform), model.frame_stride, n, label_index)
+                        if g.segments is None:  # no alignment: in G/V/D/W, left out of the relation maps
+                            unaligned_done.append(g.uid)
+                            continue
+                        W[i, :n] = model.label_weights(g.segments, len(g.waveform), label_index)
                     h.set_labels(W.to(device))
-                with torch.inference_mode():
-                    model.forward(inputs)  # GroupNorm front ends run per utterance: batching changes nothing
-                m = h.metrics
+                try:
+                    with torch.inference_mode():
+                        model.forward(inputs)  # GroupNorm front ends run per utterance: batching changes nothing
+                except BackendUnavailable as e:
+                    raise backend_error(config.backend, e) from None
+                m = h.metrics  # warns once if a head had a NaN row
                 lengths = h.lengths
-                prm = (h.prm_counts, h.prm_base) if use_labels else None
+                nan = h.nan_heads
+                for i in nan.any(-1).any(-1).nonzero().flatten().tolist():
+                    nan_done.append({"utterance": good[i].uid,
+                                     "heads": [[int(l), int(hd)] for l, hd in nan[i].nonzero().tolist()]})
+                prm = (h.prm_counts, h.prm_base, h.prm_utterances) if use_labels else None
                 batch_audio = sum(len(g.waveform) for g in good) / rate
                 acc.add(m, lengths, prm, audio_seconds=batch_audio)
                 h.reset()
@@ -431,6 +500,10 @@ def _analyze(config, dist, model, on_batch, log, t_start, satkern, load_model) -
                 on_batch(b_index, [it_.uid for it_ in items])
             b_index += 1
         checkpoint()
+    except BaseException:
+        if len(mine_finished) == n_prior and not finished and rank0:
+            _remove_new_outputs(out, ck, created_out, created_ck)  # failed before its first batch
+        raise
     finally:
         h.remove()
         if bar is not None:
@@ -440,6 +513,10 @@ def _analyze(config, dist, model, on_batch, log, t_start, satkern, load_model) -
     # ---------------------------------------------------------------- reduce
     all_skipped = load_skipped
     all_parts = parts
+    all_conversions = conversions
+    all_unaligned = unaligned_done
+    all_chunked = chunked_done
+    all_nan = nan_done
     n_done = len(mine_finished) - n_prior
     timing = {"wait_s": wait_s, "load_s": load_s, "compute_s": compute_s, "run_s": run_s}
     if dist.enabled:
@@ -448,12 +525,23 @@ def _analyze(config, dist, model, on_batch, log, t_start, satkern, load_model) -
         acc.all_reduce(device if device.type == "cuda" else torch.device("cpu"))
         gathered = [None] * dist.world
         tdist.all_gather_object(gathered, {"skipped": load_skipped, "parts": parts, "done": n_done,
-                                           "timing": timing, "audio": audio_seconds})
+                                           "timing": timing, "audio": audio_seconds, "conversions": conversions,
+                                           "unaligned": unaligned_done, "chunked": chunked_done,
+                                           "nan": nan_done})
         all_skipped = [s for g in gathered for s in g["skipped"]]
+        all_conversions = [c for g in gathered for c in g["conversions"]]
+        all_unaligned = [u for g in gathered for u in g["unaligned"]]
+        all_chunked = [u for g in gathered for u in g["chunked"]]
+        all_nan = [u for g in gathered for u in g["nan"]]
         all_parts = [p for g in gathered for p in g["parts"]]
         n_done = sum(g["done"] for g in gathered)
         audio_seconds = sum(g["audio"] for g in gathered)
         timing = {k: max(g["timing"][k] for g in gathered) for k in timing}
+
+    if int(acc.n_utterances) == 0:
+        if rank0:
+            _remove_new_outputs(out, ck, created_out, True)
+        raise ValueError(_nothing_readable(config.corpus, found_count, discovery_skipped + all_skipped))
 
     summary = None
     if rank0:
@@ -467,18 +555,37 @@ def _analyze(config, dist, model, on_batch, log, t_start, satkern, load_model) -
             write_prm(out / "prm.npz", acc, labels)
         if config.per_utterance:
             write_utterances(out / "utterances.parquet", None, parts=[ck.parts_dir / p for p in all_parts])
+        maps_info = None
+        if config.maps:
+            import pandas as pd
+
+            from .maps import write_maps
+
+            maps_info = write_maps(out / "maps.npz", model=model, utterances=utts,
+                                   per_utterance=pd.read_parquet(out / "utterances.parquet"), heads=heads,
+                                   k=config.maps, model_spec=config.model, weights_checksum=fingerprint["weights"],
+                                   with_alignments=corpus.has_alignments, tier=config.phone_tier, label_map=label_map,
+                                   allow_resample=config.allow_resample, backend=config.backend, log=log)
         skipped = discovery_skipped + all_skipped
         proc_audio = audio_seconds
         summary = {
             "model": {"spec": config.model, "name": model.name, "family": model.family,
                       "random_weights": bool(model.random_weights), "sample_rate": rate,
                       "frame_stride": model.frame_stride, "layers": acc.L, "heads": acc.H,
-                      "weights_checksum": fingerprint["weights"]},
-            "corpus": {"path": str(config.corpus), "layout": corpus.layout, "utterances_found": len(utts) +
-                       len(discovery_skipped), "alignments": bool(corpus.has_alignments), "fold_39": config.fold_39,
+                      "weights_checksum": fingerprint["weights"], **_s3prl_chunking(model, all_chunked)},
+            "corpus": {"path": str(config.corpus), "layout": corpus.layout, "utterances_found": found_count,
+                       "alignments": bool(corpus.has_alignments), "fold_39": config.fold_39,
                        "labels": labels},
-            "counts": {"utterances_analyzed": int(acc.n_utterances), "utterances_skipped": len(skipped),
-                       "utterances_in_prm": int(acc.prm_n), "frames": int(acc.frames)},
+            "counts": {"utterances_found": found_count, "utterances_analyzed": int(acc.n_utterances),
+                       "utterances_skipped": len(skipped), "utterances_in_prm": int(acc.prm_n),
+                       "utterances_without_alignment": len(all_unaligned),
+                       "utterances_resampled": sum(1 for c in all_conversions if c["resampled"]),
+                       "utterances_downmixed": sum(1 for c in all_conversions if c["downmixed"]),
+                       "utterances_with_nan_attention": len(all_nan),
+                       "frames": int(acc.frames)},
+            "conversions": sorted(all_conversions, key=lambda c: c["utterance"]),
+            "without_alignment": sorted(all_unaligned),
+            "nan_attention": sorted(all_nan, key=lambda r: r["utterance"]),
             "audio_hours": acc.audio_seconds / 3600.0,
             "audio_hours_this_run": proc_audio / 3600.0,
             "elapsed_s": elapsed,
@@ -491,6 +598,7 @@ def _analyze(config, dist, model, on_batch, log, t_start, satkern, load_model) -
             "backend": {"requested": config.backend, "used": sorted(h.backends_used)},
             "stats": list(stats),
             "notes": notes,
+            "maps": maps_info,
             "processes": dist.world,
             "resumed": bool(finished),
             "utterances_this_run": n_done,
@@ -502,13 +610,64 @@ def _analyze(config, dist, model, on_batch, log, t_start, satkern, load_model) -
         }
         summary["outputs"] = sorted(set(summary["outputs"]) | {"summary.json"})
         atomic_write_text(out / "summary.json", json.dumps(summary, indent=2, default=str) + "\n")
+        c = summary["counts"]
         log(f"satkern analyze: {int(acc.n_utterances)} utterances ({summary['audio_hours']:.4f} h of audio) in "
-            f"{elapsed:.1f} s; {len(skipped)} skipped; outputs in {out}")
+            f"{elapsed:.1f} s; {len(skipped)} skipped; {c['utterances_resampled']} resampled, "
+            f"{c['utterances_downmixed']} down-mixed to mono"
+            + (f"; {c['utterances_without_alignment']} without an alignment (not in the relation maps)"
+               if c["utterances_without_alignment"] else "")
+            + (f"; {c['utterances_with_nan_attention']} with NaN attention (NaN G/V of those heads; "
+               f"summary.json nan_attention)" if c["utterances_with_nan_attention"] else "")
+            + (f"; s3prl sequence_length {summary['model']['s3prl']['sequence_length']}: "
+               f"{summary['model']['s3prl']['utterances_chunked']} utterances run in chunks"
+               if summary["model"].get("s3prl", {}).get("sequence_length") and not model.model.whole_sequence
+               else "") + f"; outputs in {out}")
     if dist.enabled:
         import torch.distributed as tdist
 
         tdist.barrier()
+    if rank0 and not config.keep_checkpoint and ck.dir.exists():
+        import shutil
+
+        shutil.rmtree(ck.dir, ignore_errors=True)  # finished: the outputs hold everything
     return summary if summary is not None else {"rank": dist.rank}
+
+
+def _s3prl_chunking(model, chunked: List[str]) -> dict:
+    """summary.json's record of s3prl's sequence_length chunking (s3prl models only)."""
+    seq = getattr(model.model, "sequence_length", None)
+    if model.family != "s3prl" or seq is None:
+        return {}
+    mode = ("whole sequence (--s3prl-whole-sequence)" if model.model.whole_sequence else
+            "s3prl chunks (inputs longer than sequence_length run in torch.chunk pieces)") if seq else \
+        "whole sequence (no sequence_length in the checkpoint)"
+    return {"s3prl": {"sequence_length": int(seq), "mode": mode, "utterances_chunked": len(chunked)}}
+
+
+def _nothing_readable(corpus, found: int, skipped: List[dict]) -> str:
+    """One line: why no utterance of the corpus could be analyzed (the skip reasons, grouped)."""
+    if not found:
+        return f"corpus {corpus}: no utterances found (no audio files, or an empty manifest)"
+    groups: dict = {}
+    for s in skipped:
+        key = str(s["reason"])
+        path = str(s.get("path", ""))
+        if path and key.startswith(path + ": "):
+            key = key[len(path) + 2:]
+        groups.setdefault(key, []).append(s)
+    parts = [f"{len(v)} x {k} (e.g. {v[0]['path']})" for k, v in sorted(groups.items(), key=lambda kv: -len(kv[1]))]
+    shown = "; ".join(parts[:5]) + (f"; and {len(parts) - 5} other reasons" if len(parts) > 5 else "")
+    return f"corpus {corpus}: none of its {found} utterances could be analyzed; skipped: {shown}"
+
+
+def _remove_new_outputs(out: Path, ck: "_Checkpointer", created_out: bool, created_ck: bool) -> None:
+    """Undo what a run that produced nothing created: its checkpoint folder and, if it made it, ``out``."""
+    import shutil
+
+    if created_ck and ck.dir.exists():
+        shutil.rmtree(ck.dir, ignore_errors=True)
+    if created_out and out.exists() and not any(out.iterdir()):
+        out.rmdir()
 
 
 def _device_description(device: torch.device) -> str:

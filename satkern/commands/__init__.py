@@ -12,4 +12,6 @@ COMMANDS = [
     "demo",
     "segment",
     "rank",
+    "report",
+    "pretrain",
 ]

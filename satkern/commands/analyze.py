@@ -28,6 +28,10 @@ def _add_analyze_args(ap: argparse.ArgumentParser, *, demo: bool = False) -> Non
                     help="padded audio seconds per batch (default 40; 0: one utterance per batch)")
     ap.add_argument("--workers", type=int, default=0, help="audio loader processes (default 0: main process)")
     ap.add_argument("--per-utterance", action="store_true", help="also write utterances.parquet")
+    ap.add_argument("--maps", type=int, default=0, metavar="K",
+                    help="store attention maps (maps.npz, for `satkern report`) of the K most global, vertical and "
+                         "diagonal heads, an average and an extreme utterance each (default 0: none; implies "
+                         "--per-utterance)")
     ap.add_argument("--resume", action="store_true", help="continue the run checkpointed in --out")
     ap.add_argument("--overwrite", action="store_true", help="start over in an --out that holds a previous run")
     ap.add_argument("--fold-39", action="store_true", help="fold TIMIT-61 / ARPAbet phones into the 39 classes")
@@ -40,7 +44,14 @@ def _add_analyze_args(ap: argparse.ArgumentParser, *, demo: bool = False) -> Non
     ap.add_argument("--checkpoint-seconds", type=float, default=60.0, help="checkpoint interval (default 60 s)")
     ap.add_argument("--max-utterances", type=int, help="analyze only the first N utterances (by id)")
     ap.add_argument("--seed", type=int, default=0, help="seed for random-weight built-in models (default 0)")
+    ap.add_argument("--s3prl-whole-sequence", action="store_true",
+                    help="s3prl checkpoints: run every utterance at once; default: like s3prl, split utterances "
+                         "longer than the checkpoint's task.sequence_length into chunks")
     ap.add_argument("--trust-checkpoint", action="store_true", help="allow pickled s3prl checkpoints (runs their code)")
+    ap.add_argument("--min-seconds", type=float, default=0.25,
+                    help="skip clips shorter than this many seconds, with a reason (default 0.25)")
+    ap.add_argument("--keep-checkpoint", action="store_true",
+                    help="keep DIR/checkpoint/ after a successful run (default: removed once the outputs are written)")
     ap.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -54,12 +65,16 @@ def _config(args, *, model: str, corpus: str, out: str):
         fold_39=args.fold_39, layout=args.layout, alignments=args.alignments, phone_tier=args.phone_tier,
         phone_relations=not args.no_phone_relations, allow_resample=not args.no_resample,
         checkpoint_seconds=args.checkpoint_seconds, max_utterances=args.max_utterances, seed=args.seed,
-        progress=not args.no_progress and sys.stderr.isatty(), trust_checkpoint=args.trust_checkpoint)
+        progress=not args.no_progress and sys.stderr.isatty(), trust_checkpoint=args.trust_checkpoint,
+        min_seconds=args.min_seconds, keep_checkpoint=args.keep_checkpoint,
+        s3prl_whole_sequence=args.s3prl_whole_sequence, maps=args.maps)
 
 
-def print_report(out: Path, summary: dict, file=sys.stdout) -> None:
-    """The per-head table, category counts and where the outputs are."""
+def print_report(out: Path, summary: dict, file=None) -> None:
+    """The per-head table, category counts and where the outputs are (on ``file``, default stdout)."""
     import pandas as pd
+
+    file = sys.stdout if file is None else file  # looked up now: stdout may have been replaced since import
 
     df = pd.read_csv(out / "heads.csv")
     m = summary["model"]
@@ -75,6 +90,9 @@ def print_report(out: Path, summary: dict, file=sys.stdout) -> None:
     if summary.get("categories"):
         cats = ", ".join(f"{k} {v}" for k, v in summary["categories"].items())
         print(f"\ncategories: {cats}", file=file)
+        print("  (a head's category is the metric it ranks best by among this model's heads, so every model, a "
+              "random one too,\n   gets about a third of each; V and D are negated entropy and distance, so the "
+              "larger (closer to 0),\n   the more vertical / diagonal; definitions in docs/METRICS.md)", file=file)
     if summary["skipped"]:
         print(f"skipped {len(summary['skipped'])} files (reasons in summary.json)", file=file)
     thr = summary.get("throughput_audio_s_per_s")

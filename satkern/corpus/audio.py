@@ -111,6 +111,11 @@ def load_audio(path, target_rate: int, *, allow_resample: bool = True) -> torch.
 
     Raises :class:`AudioError` for an unreadable, empty, or non-convertible file.
     """
+    return load_audio_with_info(path, target_rate, allow_resample=allow_resample)[0]
+
+
+def load_audio_with_info(path, target_rate: int, *, allow_resample: bool = True) -> Tuple[torch.Tensor, int, int]:
+    """:func:`load_audio` plus the file's own sample rate and channel count (what was converted)."""
     path = Path(path)
     try:
         data, rate = sf.read(str(path), dtype="float32", always_2d=True)
@@ -135,4 +140,4 @@ def load_audio(path, target_rate: int, *, allow_resample: bool = True) -> torch.
             raise AudioError(f"{path}: sample rate {rate} Hz, model needs {target_rate} Hz (resampling disabled)")
         check_resample(rate, target_rate, path)
         x = resample(x, rate, target_rate)
-    return torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
+    return torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)), int(rate), int(data.shape[1])

@@ -13,7 +13,7 @@ from typing import Callable, List, Optional, Sequence
 import torch
 
 from .alignments import AlignmentError, read_alignment
-from .audio import AudioError, load_audio, resampled_length
+from .audio import AudioError, load_audio_with_info, resampled_length
 from .readers import Utterance
 
 
@@ -44,6 +44,8 @@ class LoadedUtterance:
     segments: Optional[list] = None  # Segment list in samples at the model rate
     error: Optional[str] = None
     path: str = ""
+    source_rate: int = 0  # the file's own sample rate (resampled when it differs from the model's)
+    channels: int = 1  # the file's channel count (averaged to mono when > 1)
 
 
 class BatchDataset(torch.utils.data.Dataset):
@@ -64,17 +66,17 @@ class BatchDataset(torch.utils.data.Dataset):
 
     def load(self, u: Utterance) -> LoadedUtterance:
         try:
-            wav = load_audio(u.audio, self.target_rate, allow_resample=self.allow_resample)
+            wav, rate, channels = load_audio_with_info(u.audio, self.target_rate, allow_resample=self.allow_resample)
         except AudioError as e:
             return LoadedUtterance(u.uid, None, error=str(e), path=u.audio)
         segs = None
-        if self.with_alignments:
+        if self.with_alignments and u.alignment:  # an utterance without one: segments None
             try:
                 segs = read_alignment(u.alignment, file_rate=u.sample_rate, target_rate=self.target_rate,
                                       tier=self.tier, label_map=self.label_map)
             except AlignmentError as e:
                 return LoadedUtterance(u.uid, None, error=str(e), path=str(u.alignment))
-        return LoadedUtterance(u.uid, wav, segs, path=u.audio)
+        return LoadedUtterance(u.uid, wav, segs, path=u.audio, source_rate=rate, channels=channels)
 
     def __getitem__(self, i):
         t0 = time.perf_counter()

@@ -12,8 +12,9 @@ Layouts (``discover_corpus`` detects them; ``layout=`` forces one):
   TextGrids beside the audio or in ``alignments=DIR`` when there are any.
 
 Only headers are read here (``soundfile.info``); files whose header cannot be read are listed in
-``Corpus.skipped`` with the reason. When a corpus has alignments, every utterance needs one:
-an utterance without one is skipped ("missing alignment").
+``Corpus.skipped`` with the reason. When only some utterances have alignments, the others stay in
+the corpus with ``alignment=None``: their head metrics need no labels (the job leaves them out of
+the phoneme relation maps only and counts them).
 """
 from __future__ import annotations
 
@@ -94,7 +95,9 @@ def detect_layout(path) -> str:
             return "manifest"
         raise ValueError(f"corpus {p}: a file corpus must be a .csv or .tsv manifest")
     if not p.is_dir():
-        raise FileNotFoundError(f"corpus {p} does not exist")
+        if p.suffix.lower() in (".csv", ".tsv"):
+            raise FileNotFoundError(f"manifest {p}: file not found")
+        raise FileNotFoundError(f"corpus {p} does not exist (expected a folder of audio or a .csv/.tsv manifest)")
     for f in _walk(p):
         name = f.name.lower()
         if name.endswith(".trans.txt"):
@@ -159,6 +162,8 @@ def _from_tree(root: Path, layout: str, alignments: Optional[Path]) -> Corpus:
 def _from_manifest(path: Path) -> Corpus:
     import pandas as pd
 
+    if not path.is_file():
+        raise FileNotFoundError(f"manifest {path}: file not found")
     sep = "\t" if path.suffix.lower() == ".tsv" else ","
     try:
         df = pd.read_csv(path, sep=sep, dtype=str, keep_default_na=False)
@@ -202,24 +207,20 @@ def discover_corpus(path, *, layout: Optional[str] = None, alignments=None) -> C
         corpus = _from_tree(p, layout, Path(alignments) if alignments else None)
     else:
         raise ValueError(f"unknown corpus layout {layout!r} (manifest, timit, librispeech, directory)")
-    if corpus.has_alignments:
-        kept = []
-        for u in corpus.utterances:
-            if u.alignment:
-                kept.append(u)
-            else:
-                corpus.skip(u.uid, u.audio, "missing alignment (the corpus has alignments for other utterances)")
-        corpus.utterances = kept
     return corpus
 
 
 def collect_labels(corpus: Corpus, *, tier: Optional[str] = None,
                    label_map: Optional[Callable[[str], Optional[str]]] = None) -> List[str]:
     """Sorted label set over every alignment; utterances with a malformed alignment are moved to
-    ``corpus.skipped``. (Parses every alignment once; they are read again when loading.)"""
+    ``corpus.skipped``; utterances without one are kept as they are. (Parses every alignment
+    once; they are read again when loading.)"""
     labels = set()
     kept = []
     for u in corpus.utterances:
+        if not u.alignment:
+            kept.append(u)
+            continue
         try:
             segs = read_alignment(u.alignment, file_rate=u.sample_rate or 1, target_rate=u.sample_rate or 1,
                                   tier=tier, label_map=label_map)

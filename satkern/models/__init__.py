@@ -6,6 +6,9 @@
   ``wav2vec2-conformer-base`` (transformers), ``mockingjay-base``, ``tera-base``,
   ``audio-albert-base`` (s3prl format, :mod:`satkern.models.s3prl`), and ``tiny-<name>`` of
   each (2 layers, hidden 32-64) for tests.
+* trained SATs shipped with satkern (:mod:`satkern.models.trained`): ``sat-mini-m3`` (and m6, m9
+  where shipped), returned with their trained weights (``random_weights`` False) by both
+  :func:`build` and :func:`load_model`.
 * :func:`load_model` ``(spec, trust_checkpoint=False)`` -> :class:`SpeechModel`: a transformers
   model directory (offline), an s3prl checkpoint file, or a built-in name.
 """
@@ -19,14 +22,15 @@ import torch
 from torch import nn
 
 from . import hf as _hf
+from .trained import is_trained_name, load_trained, trained_names
 
 S3PRL_NAMES = ("mockingjay-base", "tera-base", "audio-albert-base")
 
 
 def names() -> List[str]:
-    """Every built-in model name."""
+    """Every built-in model name (random-weight architectures and the shipped trained models)."""
     s3 = list(S3PRL_NAMES)
-    return _hf.names() + s3 + ["tiny-" + n for n in s3]
+    return _hf.names() + s3 + ["tiny-" + n for n in s3] + trained_names()
 
 
 def _is_s3prl_name(name: str) -> bool:
@@ -52,6 +56,11 @@ def build(name: str, **overrides) -> nn.Module:
     """
     if not isinstance(name, str):
         raise TypeError(f"satkern.models.build: name must be a string; got {type(name).__name__}")
+    if is_trained_name(name):
+        if overrides:
+            raise ValueError(f"satkern.models.build: {name!r} is a trained model; it takes no overrides "
+                             f"(got {sorted(overrides)})")
+        return load_trained(name)
     if _is_s3prl_name(name):
         from .s3prl import build_s3prl
 
@@ -94,8 +103,39 @@ class SpeechModel:
             return n // int(getattr(cfg, "squeeze_factor", 1) or 1)
         return int(self.prepare([torch.zeros(int(num_samples))])[1][0])
 
-    def forward(self, inputs: dict, **kwargs):
+    def num_chunks(self, num_samples: int) -> int:
+        """Pieces an utterance of ``num_samples`` samples is run in: s3prl checkpoints split inputs
+        longer than their ``task.sequence_length`` (unless ``whole_sequence``); 1 otherwise."""
+        sizes = getattr(self.model, "chunk_sizes", None)
+        features = getattr(self.model, "features", None)
+        if sizes is None or features is None:
+            return 1
+        return len(sizes(features.num_frames(int(num_samples))))
+
+    def label_weights(self, segments, num_samples: int, label_index) -> torch.Tensor:
+        """Frame label weights ``[num_frames(num_samples), Y]`` of an utterance (the framing rule of
+        METRICS.md, :func:`satkern.corpus.framing.frame_label_weights`), chunk by chunk for an s3prl
+        input run in ``sequence_length`` chunks (each chunk's frames start at its own first sample)."""
+        from ..corpus.framing import frame_label_weights
+
+        n = int(num_samples)
+        if self.num_chunks(n) <= 1:
+            return frame_label_weights(segments, n, self.frame_stride, self.num_frames(n), label_index)
+        hop = self.model.features.hop_length
+        rows = []
+        for start, _, frames in self.model.chunk_pieces(self.model.features.num_frames(n)):
+            offset = start * hop  # the chunk's first sample
+            shifted = [((seg.start, seg.end, seg.label) if hasattr(seg, "label") else tuple(seg)) for seg in segments]
+            shifted = [(a - offset, b - offset, lab) for a, b, lab in shifted]
+            rows.append(frame_label_weights(shifted, max(n - offset, 0), self.frame_stride, frames, label_index))
+        return torch.cat(rows)
+
+    def forward(self, inputs, attention_mask: Optional[torch.Tensor] = None, **kwargs):
         """``model(**inputs, **kwargs)`` for a batch from :meth:`prepare`, batched exactly as each utterance alone.
+
+        ``inputs`` is the dict :meth:`prepare` returns; for transformers models also the padded
+        waveforms ``input_values [B, N]`` with ``attention_mask`` (1 = valid sample), as
+        ``model(input_values, attention_mask=mask)`` (a prefix mask: samples first, padding after).
 
         transformers front ends with ``feat_extract_norm="group"`` (HuBERT-base, wav2vec2-base)
         normalize their first convolution over time, so zero padding would change every shorter
@@ -103,6 +143,18 @@ class SpeechModel:
         utterance on its own samples (the rest of the model still runs batched; padded frames
         are zeroed by the encoder before they can reach a valid frame).
         """
+        if isinstance(inputs, torch.Tensor):
+            if self.family != "hf":
+                raise TypeError(f"SpeechModel.forward: an s3prl model takes the dict from .prepare(waveforms); "
+                                f"got a {type(inputs).__name__}")
+            inputs = {"input_values": inputs}
+            if attention_mask is not None:
+                inputs["attention_mask"] = attention_mask
+        elif not isinstance(inputs, dict):
+            raise TypeError(f"SpeechModel.forward: expected the dict from .prepare(waveforms) (or, for transformers "
+                            f"models, a tensor input_values); got {type(inputs).__name__}")
+        elif attention_mask is not None:
+            raise TypeError("SpeechModel.forward: attention_mask is already in the dict from .prepare(waveforms)")
         encoder = self._group_norm_feature_encoder()
         if encoder is None or "attention_mask" not in inputs or inputs["input_values"].shape[0] == 1:
             return self.model(**inputs, **kwargs)
@@ -145,8 +197,13 @@ class SpeechModel:
                 # Frame stacking: an utterance alone keeps floor(frames / r) stacked frames, but in a
                 # padded batch s3prl would also keep its partial last group (padded with zeros). Trim
                 # every utterance to whole groups so a batch gives exactly what each utterance gives alone.
+                # (An utterance the model splits into sequence_length chunks is trimmed chunk by chunk
+                # in its forward instead.)
                 lengths = torch.as_tensor(lengths, dtype=torch.int64)
-                lengths = lengths // r * r
+                chunked = torch.tensor([len(self.model.chunk_sizes(int(n))) > 1 for n in lengths.tolist()],
+                                       dtype=torch.bool) if hasattr(self.model, "chunk_sizes") else \
+                    torch.zeros(len(lengths), dtype=torch.bool)
+                lengths = torch.where(chunked, lengths, lengths // r * r)
                 keep = torch.arange(feats.shape[1], device=feats.device)[None, :] < lengths.to(feats.device)[:, None]
                 feats = feats * keep[..., None].to(feats.dtype)
                 feats = feats[:, : int(lengths.max()) if len(lengths) else 0]
@@ -182,34 +239,79 @@ def _s3prl_speech_model(model: nn.Module, name: str, random_weights: bool) -> Sp
                        _num_frames=getattr(model, "num_frames", None))
 
 
-def load_model(spec: str, *, trust_checkpoint: bool = False) -> SpeechModel:
+def load_model(spec: str, *, trust_checkpoint: bool = False, s3prl_whole_sequence: bool = False) -> SpeechModel:
     """A :class:`SpeechModel` from a transformers model directory, an s3prl checkpoint, or a built-in name.
 
     * directory with ``config.json``: ``AutoModel.from_pretrained(local_files_only=True)``
       (never touches the network);
     * file: an s3prl checkpoint, loaded safely unless ``trust_checkpoint``
       (``satkern.models.s3prl.load_s3prl_checkpoint``);
-    * a built-in name (:func:`names`): random weights, ``random_weights=True``.
+    * a shipped trained name (``sat-mini-m3``, ...): its trained weights, ``random_weights=False``;
+    * any other built-in name (:func:`names`): random weights, ``random_weights=True``.
+
+    ``s3prl_whole_sequence``: run s3prl checkpoints on the whole input at once instead of
+    splitting inputs longer than the checkpoint's ``task.sequence_length`` into chunks as
+    s3prl's upstream does (the default).
     """
     spec = os.fspath(spec)
     if os.path.isdir(spec):
-        if not os.path.isfile(os.path.join(spec, "config.json")):
-            raise FileNotFoundError(f"satkern.models.load_model: {spec!r} is a directory without config.json "
-                                    f"(expected a transformers model directory)")
-        model = _hf.load_hf(spec)
+        config_file = os.path.join(spec, "config.json")
+        if not os.path.isfile(config_file):
+            raise FileNotFoundError(f"model folder {spec!r} has no config.json (expected a transformers model folder "
+                                    f"with config.json and the weights)")
+        _check_json(config_file)
+        try:
+            model = _hf.load_hf(spec)
+        except (OSError, ValueError, KeyError) as e:  # transformers: unknown model_type, missing weights, ...
+            why = " ".join(str(e).split())
+            raise ValueError(f"model folder {spec!r} cannot be loaded by transformers: {why}") from None
         return _hf_speech_model(model, os.path.basename(os.path.normpath(spec)), False, spec)
     if os.path.isfile(spec):
         from .s3prl import load_s3prl_checkpoint
 
         model = load_s3prl_checkpoint(spec, trust=trust_checkpoint).eval()
+        model.whole_sequence = bool(s3prl_whole_sequence)
         return _s3prl_speech_model(model, os.path.basename(spec), False)
+    if is_trained_name(spec):
+        return _s3prl_speech_model(load_trained(spec), spec, False)
     if spec in names() or _is_s3prl_name(spec):
         model = build(spec)
         if _is_s3prl_name(spec):
             return _s3prl_speech_model(model, spec, True)
         return _hf_speech_model(model, spec, True)
-    raise ValueError(f"satkern.models.load_model: {spec!r} is neither a model directory, a checkpoint file, nor a "
-                     f"built-in name ({', '.join(names())})")
+    raise _not_found(spec)
+
+
+def _check_json(path: str) -> None:
+    """A config file that is not valid JSON, as one line naming the file, line and column."""
+    import json
+
+    try:
+        with open(path, encoding="utf-8") as f:
+            json.load(f)
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ValueError(f"{path} is not valid JSON ({e}); fix the file or download the model folder again") from None
+
+
+def _looks_like_hub_id(spec: str) -> bool:
+    """``owner/name`` as on the Hugging Face hub: one slash, no path-like start, no file suffix."""
+    import re
+
+    return bool(re.fullmatch(r"[A-Za-z0-9][\w.-]*/[\w.-]+", spec)) and not spec.endswith(
+        (".ckpt", ".pt", ".pth", ".bin", ".safetensors"))
+
+
+def _not_found(spec: str) -> Exception:
+    """The error for a model spec that is no folder, no file and no built-in name."""
+    if _looks_like_hub_id(spec):
+        return FileNotFoundError(
+            f"model {spec!r} does not exist here; it looks like a Hugging Face hub id, and satkern never downloads: "
+            f"download it yourself (e.g. `huggingface-cli download {spec} --local-dir DIR`) and pass the folder")
+    if os.sep in spec or (os.altsep and os.altsep in spec) or spec.startswith((".", "~")) or os.path.splitext(spec)[1]:
+        return FileNotFoundError(f"model path {spec!r} does not exist (expected a transformers model folder or an "
+                                 f"s3prl checkpoint file)")
+    return ValueError(f"model {spec!r} does not exist as a path and is not a built-in name; pass a transformers "
+                      f"model folder, an s3prl checkpoint file, or one of: {', '.join(names())}")
 
 
 __all__ = ["build", "load_model", "SpeechModel", "names", "S3PRL_NAMES"]

@@ -54,7 +54,9 @@ class AttentionCall:
     """Validated, normalized arguments of one ``satkern.attention`` call.
 
     * ``lengths``: int64 ``[B]`` on q's device (full length when the user gave none).
-    * ``bias``: ``None`` or a float tensor expanded (a view, no copy) to ``[B,H,T,T]``.
+    * ``bias``: ``None`` or a float tensor expanded (a view, no copy) to ``[B,H,T,T]``;
+      ``bias_compact``: the same bias as given, viewed as 4-d (leading size-1 dims), not expanded
+      (its gradient then comes back summed over the broadcast dims).
     * ``head_mask``: ``None`` or a bool ``[B,H]`` tensor, True = head kept.
     * ``span``: ``None`` or an int >= 0; ``span_mode`` one of :data:`SPAN_MODES`.
     * ``stats``: a frozenset of names from :data:`STAT_NAMES`.
@@ -72,6 +74,7 @@ class AttentionCall:
     head_mask: Optional[torch.Tensor]
     label_weights: Optional[torch.Tensor]
     user_lengths: bool = field(default=False)
+    bias_compact: Optional[torch.Tensor] = field(default=None)
 
     @property
     def shape(self) -> Tuple[int, int, int, int]:
@@ -94,12 +97,35 @@ def _describe(t: torch.Tensor) -> str:
     return f"shape {tuple(t.shape)}, dtype {t.dtype}, device {t.device}"
 
 
+def _to_device(t: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """``t`` on ``device``; a host tensor goes by a non-blocking copy (the host does not wait for the GPU's
+    queue to drain; the source is staged by the driver at once, so it may be reused right after)."""
+    if t.device == device:
+        return t
+    return t.to(device=device, non_blocking=t.device.type == "cpu")
+
+
+def _check_on_device(ok: torch.Tensor, message: str) -> None:
+    """Value check of a tensor that lives on a device, without reading it on the host (which would wait for
+    the device on every call): the device raises (asynchronously, at a later synchronization) if ``ok`` is
+    not all true. On meta tensors it checks nothing (there are no values)."""
+    if ok.device.type in ("meta",):
+        return
+    torch._assert_async(ok.all(), message)
+
+
 def validate(q, k, v, *, lengths=None, scale=None, bias=None, stats=(), span=None,
              span_mode="zero", head_mask=None, label_weights=None) -> AttentionCall:
     """Check every argument of ``satkern.attention`` and normalize it.
 
     Raises ``ValueError`` (wrong value/shape) or ``TypeError`` (wrong type) naming the
     argument and what was expected.
+
+    Never reads a value of a tensor that is not on the CPU (a read would make the host wait for the GPU on
+    every call, i.e. every layer): ``lengths`` and ``head_mask`` values are checked on the host when given on
+    the CPU (the usual case), and with ``torch._assert_async`` on the device otherwise (an out-of-range
+    value then fails at the next synchronization, as a device-side assertion). Validation runs on ``meta``
+    tensors (tests/test_validation.py holds it to that).
     """
     for name, t in (("q", q), ("k", k), ("v", v)):
         if not isinstance(t, torch.Tensor):
@@ -146,11 +172,18 @@ def validate(q, k, v, *, lengths=None, scale=None, bias=None, stats=(), span=Non
             _fail("lengths", "an integer tensor [B]", f"dtype {lengths.dtype}")
         if lengths.shape != (B,):
             _fail("lengths", f"shape [B] = [{B}]", f"shape {tuple(lengths.shape)}")
-        lengths_t = lengths.to(device=q.device, dtype=torch.int64)
-        if B > 0:
-            lo, hi = int(lengths_t.min()), int(lengths_t.max())
-            if lo < 0 or hi > T:
-                _fail("lengths", f"values in [0, T={T}]", f"values in [{lo}, {hi}]")
+        if lengths.device.type == "cpu":
+            # values checked on the host copy (no device read); then one non-blocking copy to q's device
+            if B > 0:
+                lo, hi = int(lengths.min()), int(lengths.max())
+                if lo < 0 or hi > T:
+                    _fail("lengths", f"values in [0, T={T}]", f"values in [{lo}, {hi}]")
+            lengths_t = _to_device(lengths.to(torch.int64), q.device)
+        else:
+            lengths_t = lengths.to(device=q.device, dtype=torch.int64)
+            if B > 0:
+                _check_on_device((lengths_t >= 0) & (lengths_t <= T),
+                                 f"satkern.attention: argument 'lengths' must hold values in [0, T={T}]")
 
     # ---- bias
     if bias is not None:
@@ -164,9 +197,12 @@ def validate(q, k, v, *, lengths=None, scale=None, bias=None, stats=(), span=Non
         if bias.dim() > 4:
             _fail("bias", f"broadcastable to [B, H, T, T] = {[B, H, T, T]}", f"shape {tuple(bias.shape)}")
         try:
+            bias_compact = bias.reshape((1,) * (4 - bias.dim()) + tuple(bias.shape)) if bias.dim() < 4 else bias
             bias = bias.expand(B, H, T, T)
         except RuntimeError:
             _fail("bias", f"broadcastable to [B, H, T, T] = {[B, H, T, T]}", f"shape {tuple(bias.shape)}")
+    else:
+        bias_compact = None
 
     # ---- stats
     if isinstance(stats, str):
@@ -207,9 +243,13 @@ def validate(q, k, v, *, lengths=None, scale=None, bias=None, stats=(), span=Non
             _fail("head_mask", f"shape [H] = [{H}] or [B, H] = [{B}, {H}]", f"shape {tuple(head_mask.shape)}")
         if head_mask.dtype != torch.bool:
             vals = head_mask.to(torch.float64)
-            if not bool(((vals == 0) | (vals == 1)).all()):
-                _fail("head_mask", "0/1 or bool values", "other values")
-        head_mask = head_mask.to(device=q.device, dtype=torch.bool).contiguous()
+            if head_mask.device.type == "cpu":
+                if not bool(((vals == 0) | (vals == 1)).all()):
+                    _fail("head_mask", "0/1 or bool values", "other values")
+            else:
+                _check_on_device((vals == 0) | (vals == 1),
+                                 "satkern.attention: argument 'head_mask' must hold 0/1 or bool values")
+        head_mask = _to_device(head_mask.to(torch.bool), q.device).contiguous()
 
     # ---- label_weights
     if label_weights is not None:
@@ -225,4 +265,5 @@ def validate(q, k, v, *, lengths=None, scale=None, bias=None, stats=(), span=Non
 
     return AttentionCall(q=q, k=k, v=v, lengths=lengths_t, scale=scale, bias=bias, stats=stats_set,
                          span=span, span_mode=span_mode, head_mask=head_mask,
-                         label_weights=label_weights, user_lengths=user_lengths)
+                         label_weights=label_weights, user_lengths=user_lengths,
+                         bias_compact=bias_compact)

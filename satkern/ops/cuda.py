@@ -44,6 +44,7 @@ class CudaBackend(TorchOpBackend):
 
     name = "cuda"
     priority = 20
+    compact_bias = False  # the CUDA binding takes the bias expanded to [B, H, T, T]
     dtypes = (torch.float16, torch.bfloat16, torch.float32)
     head_dims = SUPPORTED_HEAD_DIMS
 

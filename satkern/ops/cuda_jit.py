@@ -80,4 +80,7 @@ def build_cuda_extension(verbose: bool = False, build_directory: Optional[str] =
         verbose=verbose,
         is_python_module=True,
     )
+    from .dispatch import clear_selection_cache
+
+    clear_selection_cache()  # the cuda backend can run calls now
     return _loaded

@@ -64,7 +64,9 @@ def attention_map(call: AttentionCall) -> Tuple[torch.Tensor, torch.Tensor, torc
     p = torch.where(admissible, torch.exp(s - m_safe), torch.zeros_like(s))
     l = p.sum(dim=-1, keepdim=True)
     A = torch.where(nonempty, p / torch.where(l > 0, l, torch.ones_like(l)), torch.zeros_like(p))
-    lse = torch.where(nonempty, m_safe + torch.log(l), torch.where(row_valid, neg_inf, torch.zeros_like(m)))
+    # log of 1 where l = 0 (empty rows, taken from the other branch): keeps the gradient finite (0, not 0/0)
+    log_l = torch.log(torch.where(l > 0, l, torch.ones_like(l)))
+    lse = torch.where(nonempty, m_safe + log_l, torch.where(row_valid, neg_inf, torch.zeros_like(m)))
     # A row with a NaN or +inf admissible score has no distribution: the whole row is NaN.
     broken = row_valid & ((m != m) | (m == float("inf")))
     nan = torch.tensor(float("nan"), dtype=torch.float64, device=s.device)
@@ -87,7 +89,9 @@ def reference_attention(call: AttentionCall) -> AttentionResult:
     res = AttentionResult(out=out, lse=lse, lengths=call.lengths, backend="reference")
     idx = torch.arange(T, device=call.q.device, dtype=torch.float64)
     if call.wants("entropy"):
-        res.entropy = -torch.special.xlogy(A, A).sum(-1)
+        # A log A with log taken of 1 where A = 0: the same values as xlogy(A, A), and a gradient that is
+        # finite (xlogy's gradient in its second argument, A / A, is NaN where A = 0)
+        res.entropy = -(A * torch.log(torch.where(A > 0, A, torch.ones((), dtype=A.dtype)))).sum(-1)
     if call.wants("distance"):
         res.distance = (A * (idx[:, None] - idx[None, :]).abs()).sum(-1)
     if call.wants("maxweight"):

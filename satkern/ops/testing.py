@@ -1,9 +1,16 @@
 """Helpers the backend test suites share: the plain-PyTorch baseline and the tolerance rule.
 
 Rule (flash-attention's, HOUSE_STYLE.md): a backend's error against the float64 reference must be at most
-2x the error of plain PyTorch computing the same quantities eagerly in the same dtype, plus a small floor
-(per dtype; for the fields in ``scaled`` relative to the quantity's magnitude ``max(1, max |reference|)``,
-absolute for the others). NaN / +inf / -inf must sit exactly where the reference has them.
+2x the error of plain PyTorch computing the same quantities eagerly, plus a small floor (for the fields in
+``scaled`` relative to the quantity's magnitude ``max(1, max |reference|)``, absolute for the others).
+NaN / +inf / -inf must sit exactly where the reference has them.
+
+What "plain PyTorch" computes: the scores ``q k^T`` and ``out = A v`` (and ``label_mass = A W``) in the input
+dtype, as a model would; ``lse`` and the statistics (entropy, distance, colmass, maxweight) in float32 from
+those scores (for 16-bit inputs: the bf16/fp16 scores widened to float32, softmax in float32), because
+every backend emits them in float32 from float32-accumulated scores. The floor follows the same split:
+``out`` and ``label_mass`` get the input dtype's floor, the float32 fields float32's. (Statistics computed in
+bf16, as before, let a 1% error in entropy or distance pass the bf16 bound.)
 
 Used by tests/test_triton_interpret.py, tests/gpu/test_triton_gpu.py, tests/gpu/test_cuda_gpu.py
 (:func:`torch_baseline`, :func:`compare`, :func:`failures`) and tests/test_cpu_backend.py
@@ -22,18 +29,22 @@ FIELDS = ("out", "lse", "entropy", "distance", "colmass", "maxweight", "label_ma
 # default floor (the triton suites'), relative to max(1, max |reference|): fp32 ~ 100 ulp; half types ~ a few
 # ulp of their own epsilon
 FLOOR = {torch.float32: 1e-5, torch.float16: 2e-3, torch.bfloat16: 1.6e-2}
+IN_DTYPE_FIELDS = ("out", "label_mass")  # computed in the input dtype; the other fields are float32
 
 
 def torch_baseline(call: AttentionCall, *, stats_dtype: Optional[torch.dtype] = None,
                    zero_masked_heads: bool = False) -> AttentionResult:
-    """Plain eager PyTorch in ``call.q.dtype``: materialize scores and A; out, label_mass from A in that dtype.
+    """Plain eager PyTorch: scores in ``call.q.dtype``; out, label_mass from A in that dtype.
 
-    ``lse`` and the statistics are computed in ``stats_dtype`` (default: the input dtype), from the scores
-    and from A cast to it. ``zero_masked_heads``: ``out`` is 0 on the heads ``call.head_mask`` drops (the
-    contract's value); otherwise the baseline ignores ``head_mask``. Padded query rows are 0 everywhere.
+    ``lse`` and the statistics are computed in ``stats_dtype`` (default: float32 for 16-bit inputs, else the
+    input dtype) from the scores widened to it: their own softmax in ``stats_dtype``, never A rounded to the
+    input dtype. ``zero_masked_heads``: ``out`` is 0 on the heads ``call.head_mask`` drops (the contract's
+    value); otherwise the baseline ignores ``head_mask``. Padded query rows are 0 everywhere.
     """
     dt = call.q.dtype
-    sd = dt if stats_dtype is None else stats_dtype
+    if stats_dtype is None:
+        stats_dtype = torch.float32 if dt in (torch.float16, torch.bfloat16) else dt
+    sd = stats_dtype
     B, H, T, D = call.shape
     dev = call.q.device
     s = torch.matmul(call.q, call.k.transpose(-1, -2)) * call.scale
@@ -57,9 +68,9 @@ def torch_baseline(call: AttentionCall, *, stats_dtype: Optional[torch.dtype] = 
     if zero_masked_heads and call.head_mask is not None:
         out = out * call.head_mask[:, :, None, None].to(dt)
     res = AttentionResult(out=out, lse=lse, lengths=call.lengths, backend="torch")
-    As = A.to(sd)
+    As = A if sd == dt else torch.softmax(s.to(sd), -1).nan_to_num(0.0).masked_fill(~valid[:, None, :, None], 0.0)
     if call.wants("entropy"):
-        res.entropy = -torch.special.xlogy(As, As).sum(-1)
+        res.entropy = -(As * torch.log(torch.where(As > 0, As, torch.ones((), dtype=As.dtype)))).sum(-1)  # xlogy values, finite grads
     if call.wants("distance"):
         res.distance = (As * (idx[:, None] - idx[None, :]).abs().to(sd)).sum(-1)
     if call.wants("maxweight"):
@@ -77,15 +88,16 @@ def compare(got: AttentionResult, call: AttentionCall, ref: Optional[AttentionRe
     """Per field: error, PyTorch-baseline error, bound, and ``ok``; plus NaN/inf pattern, shape and dtype checks.
 
     ``call`` is the low-precision call; the reference (float64) and the baseline (:func:`torch_baseline`)
-    are computed from it when not given. ``floor``: per input dtype (default :data:`FLOOR`); it is relative
-    to ``max(1, max |reference|)`` for the fields in ``scaled`` (default all), absolute for the others.
+    are computed from it when not given. ``floor``: per dtype (default :data:`FLOOR`), the input dtype's for
+    :data:`IN_DTYPE_FIELDS`, float32's for the float32 fields; it is relative to ``max(1, max |reference|)``
+    for the fields in ``scaled`` (default all), absolute for the others.
     Expected dtypes: ``out`` in the input dtype, everything else float32.
     """
     if ref is None:
         ref = reference_attention(call)
     if base is None:
         base = torch_baseline(call)
-    floor = (FLOOR if floor is None else floor)[call.q.dtype]
+    floors = FLOOR if floor is None else floor
     scaled = set(scaled)
     report = {}
     for name in FIELDS:
@@ -115,6 +127,7 @@ def compare(got: AttentionResult, call: AttentionCall, ref: Optional[AttentionRe
         bfin = fin & torch.isfinite(b64)
         berr = float((b64[bfin] - r64[bfin]).abs().max()) if bfin.any() else 0.0
         scale = max(1.0, float(r64[fin].abs().max())) if fin.any() and name in scaled else 1.0
+        floor = floors[call.q.dtype if name in IN_DTYPE_FIELDS else torch.float32]
         bound = 2.0 * berr + floor * scale
         ok = not bad and err <= bound and err == err
         why = "; ".join(bad)
@@ -133,4 +146,52 @@ def failures(report: Dict[str, dict]) -> str:
         if not r["ok"]:
             extra = f" (err {r['err']:.3e}, torch {r['torch_err']:.3e}, bound {r['bound']:.3e})" if "err" in r else ""
             lines.append(f"{name}: {r['why']}{extra}")
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------------------------- gradients
+GRAD_NAMES = ("q", "k", "v", "bias")
+
+
+def grads_of(res: AttentionResult, weights: Dict[str, torch.Tensor], q, k, v, bias=None) -> Dict[str, torch.Tensor]:
+    """Gradients of ``sum_f sum(weights[f] * res.f)`` (float64 weights, fields of ``res``; NaN entries of a
+    field, i.e. masked heads, count as 0) with respect to q, k, v and, when given, bias."""
+    loss = 0.0
+    for name, w in weights.items():
+        loss = loss + (getattr(res, name).double().nan_to_num() * w).sum()
+    inputs = [x for x in (q, k, v, bias) if x is not None]
+    got = torch.autograd.grad(loss, inputs, allow_unused=True)
+    got = [torch.zeros_like(x) if g is None else g for x, g in zip(inputs, got)]
+    return dict(zip(GRAD_NAMES, got))
+
+
+def grad_failures(got: Dict[str, torch.Tensor], ref: Dict[str, torch.Tensor], base: Dict[str, torch.Tensor],
+                  dtype: torch.dtype, *, floor: Optional[Dict[torch.dtype, float]] = None) -> str:
+    """The tolerance rule of :func:`compare` applied to gradients: for each of q, k, v, bias the error
+    against the float64 reference at most 2x plain PyTorch's (``base``, same dtype) plus the floor relative
+    to ``max(1, max |reference|)``; shapes, dtypes (the input's) and the NaN pattern must match. Empty when
+    all pass, else one line per failing gradient."""
+    fl = (FLOOR if floor is None else floor)[dtype]
+    lines = []
+    for name in GRAD_NAMES:
+        if name not in ref:
+            continue
+        g, r, b = got[name], ref[name], base[name]
+        if tuple(g.shape) != tuple(r.shape) or g.dtype != dtype:
+            lines.append(f"grad {name}: shape {tuple(g.shape)} dtype {g.dtype}, want {tuple(r.shape)} {dtype}")
+            continue
+        g64, r64, b64 = g.double().cpu(), r.double().cpu(), b.double().cpu()
+        if not torch.equal(torch.isnan(g64), torch.isnan(r64)):
+            lines.append(f"grad {name}: NaN at {int((torch.isnan(g64) != torch.isnan(r64)).sum())} places")
+            continue
+        fin = torch.isfinite(r64)
+        err = float((g64[fin] - r64[fin]).abs().max()) if fin.any() else 0.0
+        bfin = fin & torch.isfinite(b64)
+        berr = float((b64[bfin] - r64[bfin]).abs().max()) if bfin.any() else 0.0
+        scale = max(1.0, float(r64[fin].abs().max())) if fin.any() else 1.0
+        bound = 2.0 * berr + fl * scale
+        if not err <= bound:
+            worst = int((g64 - r64).abs().masked_fill(~fin, 0).argmax())
+            lines.append(f"grad {name}: error {err:.3e} > bound {bound:.3e} (torch {berr:.3e}); worst at flat index "
+                         f"{worst}: got {g64.flatten()[worst].item()}, ref {r64.flatten()[worst].item()}")
     return "\n".join(lines)

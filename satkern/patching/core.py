@@ -1,6 +1,7 @@
 """The model-independent part of patching: :class:`Patch`, the capture and the refinement.
 
-A model adapter (``hf.py``, ``s3prl.py``) finds the self-attention modules of a
+This module knows no model family and imports no adapter. A model adapter
+(``hf.py``, ``s3prl.py``; each holds its own table of what it patches) finds the self-attention modules of a
 model, hands them to :class:`Patch` in model order, and reroutes each module's
 attention core to :meth:`Patch.run`, which calls :func:`satkern.attention` with the
 layer's refinement (pruned heads, span) and turns the per-row statistics the kernel
@@ -82,7 +83,7 @@ def lengths_from_mask(mask: Optional[torch.Tensor], batch: int, frames: int) -> 
     return lengths
 
 
-def _fill_padded_rows(out, q, k, v, lengths, scale, bias, keep, span, span_mode):
+def _fill_padded_rows(out, q, k, v, lengths, scale, bias, heads, span, span_mode):
     """Write, into ``out``, the rows of padded query frames as the model's own attention computes them.
 
     The kernels output 0 on padded query rows (q >= T); the models' eager attention lets
@@ -91,9 +92,10 @@ def _fill_padded_rows(out, q, k, v, lengths, scale, bias, keep, span, span_mode)
     are recomputed here, per utterance, in the input dtype: scores of the padded queries
     against the valid keys, plus the bias, softmax, (span applied as in the kernel), times
     the valid values. Pruned heads stay 0. Rows with no admissible key stay 0.
+
+    ``lengths`` are host (CPU) values; ``heads`` the kept heads' indices on q's device, or ``None`` for all.
     """
     B, H, T, D = q.shape
-    heads = None if keep is None else keep.nonzero().flatten()
     for b in range(B):
         n = int(lengths[b])
         if n >= T or n == 0:
@@ -124,6 +126,67 @@ def _fill_padded_rows(out, q, k, v, lengths, scale, bias, keep, span, span_mode)
     return out
 
 
+def _slice_chunk_labels(W: torch.Tensor, chunk, T: int) -> torch.Tensor:
+    """Rows of the labels ``W [B, T_total, Y]`` (frames of the concatenated output) for one chunk slot:
+    ``[b_j, T, Y]``, utterance ``u``'s frames ``offset .. offset + frames`` first, zeros after."""
+    utts, offsets, frames = chunk
+    out = W.new_zeros(len(utts), T, W.shape[-1])
+    for i, (u, o, n) in enumerate(zip(utts.tolist(), offsets.tolist(), frames.tolist())):
+        out[i, :n] = W[u, o:o + n]
+    return out
+
+
+def merge_chunk_metrics(slots, parts, total: torch.Tensor, which) -> Dict[str, torch.Tensor]:
+    """Per-utterance G, V, D, W of maps made of independent chunks (a block-diagonal map), from each
+    chunk's own metrics (METRICS.md; ``T = sum_c T_c``, ``w_c = T_c / T``):
+
+    * G = sum_c w_c G_c                 (the mean row entropy over all rows)
+    * D = sum_c w_c^2 D_c               (distances never cross a chunk; 1/T^2 replaces 1/T_c^2)
+    * V = sum_c w_c V_c - H(w)          (colmass / T is the w-weighted mixture of the chunks' colmass / T_c,
+                                         whose supports are disjoint: H(mix) = sum_c w_c H_c + H(w))
+    * W = max_c W_c
+
+    ``slots``: per slot ``(utterances [b_j], chunk frames [b_j])``; ``parts``: per slot a dict of
+    ``[b_j, H]`` metrics; ``total`` ``[B]``. Chunks of 0 frames take no part; an utterance of
+    length 0 gets NaN.
+    """
+    B = int(total.numel())
+    dev = next((t.device for p in parts for t in p.values()), torch.device("cpu"))
+    H = next((t.shape[1] for p in parts for t in p.values()), 0)
+    f64 = dict(dtype=torch.float64, device=dev)
+    totf = total.to(**f64)
+    acc = {"G": torch.zeros(B, H, **f64), "V": torch.zeros(B, H, **f64), "D": torch.zeros(B, H, **f64),
+           "W": torch.full((B, H), float("-inf"), **f64)}
+    entropy_w = torch.zeros(B, **f64)
+    for (utts, frames), part in zip(slots, parts):
+        utts, frames = utts.to(dev), frames.to(**f64)
+        use = frames > 0
+        if not bool(use.any()):
+            continue
+        u = utts[use]
+        w = frames[use] / totf[u]  # [b]
+        entropy_w.index_add_(0, u, -torch.special.xlogy(w, w))
+        for k in which:
+            x = part[k][use].to(torch.float64)
+            if k == "G":
+                acc["G"].index_add_(0, u, w[:, None] * x)
+            elif k == "V":
+                acc["V"].index_add_(0, u, w[:, None] * x)
+            elif k == "D":
+                acc["D"].index_add_(0, u, (w * w)[:, None] * x)
+            else:  # max, NaN (pruned head) propagating
+                cur = acc["W"][u]
+                acc["W"][u] = torch.where(torch.isnan(x) | torch.isnan(cur), torch.full_like(x, float("nan")),
+                                          torch.maximum(cur, x))
+    acc["V"] = acc["V"] - entropy_w[:, None]
+    empty = (total == 0).to(dev)[:, None]
+    return {k: torch.where(empty, torch.full_like(acc[k], float("nan")), acc[k]) for k in which}
+def _version(t: torch.Tensor) -> int:
+    """In-place modification counter of ``t`` (-1 for inference tensors, which keep none; the caches then go
+    by the tensor object alone, which they hold, so it cannot be freed and its id reused)."""
+    return -1 if t.is_inference() else t._version
+
+
 class Patch:
     """A model rerouted through satkern; made by :func:`satkern.patch`.
 
@@ -137,12 +200,16 @@ class Patch:
     * ``prm_counts`` ``[L, H, Y, Y]``, ``prm_base`` ``[Y, Y]`` (float64), ``prm_utterances``:
       sums of P'_u and P_U,u over the utterances given labels (:meth:`set_labels`).
     * ``num_layers``, ``num_heads``, ``layer_of`` (module -> layer index).
+    * ``head_gates`` (with ``head_gates=True``): an ``[L, H]`` ``nn.Parameter`` of ones (the model's
+      parameter dtype and device),
+      multiplied into each head's attention output (Michel et al. 2019's xi); after ``loss.backward()``
+      :meth:`head_importance` reads its gradient. ``None`` without head gates.
 
     Use as a context manager or call :meth:`remove`; removal restores the model exactly.
     """
 
     def __init__(self, model: nn.Module, *, stats: Iterable[str] = STAT_NAMES, prune=None, span=None,
-                 span_mode: str = "zero", backend: str = "auto"):
+                 span_mode: str = "zero", backend: str = "auto", head_gates: bool = False):
         if isinstance(stats, str):
             stats = (stats,)
         stats = tuple(stats)
@@ -169,6 +236,15 @@ class Patch:
         self._removed = False
         self._prune_arg, self._span_arg = prune, span
         self.backends_used: set = set()  # names of the satkern backends that ran (for reports)
+        self._nan_warned = False  # the NaN warning is given once per patch
+        # host-side caches, so that a forward reads device values at most once (not once per layer):
+        self._mask_cache = None  # (mask, mask._version, batch, frames, how, lengths) of the last mask seen
+        self._host_cache = None  # (lengths, lengths._version, CPU copy) of the last lengths seen
+        self._device_keep: Dict[tuple, tuple] = {}  # (layer, device) -> (head_mask, kept head indices)
+        if not isinstance(head_gates, bool):
+            raise TypeError(f"satkern.patch: argument 'head_gates' must be a bool; got {type(head_gates).__name__}")
+        self._want_gates = head_gates
+        self.head_gates: Optional[nn.Parameter] = None
         self.reset()
 
     # ------------------------------------------------------------------ set-up (adapters)
@@ -190,10 +266,12 @@ class Patch:
                 self._modules.append(m)
             self._num_slots += 1
 
-    def _finish_setup(self) -> None:
+    def _finish_setup(self, supported: str = "") -> None:
+        """Check the layers the adapters found; ``supported`` (what the adapters know, for the error
+        message) comes from them: the core knows no model family."""
         if not self._modules:
             raise TypeError(f"satkern.patch: found no supported self-attention module in "
-                            f"{type(self.model).__name__}; supported: {supported_description()}")
+                            f"{type(self.model).__name__}" + (f"; supported: {supported}" if supported else ""))
         heads = sorted({num_heads_of(m) for m in self._modules})
         if len(heads) != 1:
             raise ValueError(f"satkern.patch: layers have different head counts {heads}; unsupported")
@@ -201,6 +279,12 @@ class Patch:
         self.num_heads = heads[0]
         self._keep = self._parse_prune(self._prune_arg)
         self._spans = self._parse_span(self._span_arg)
+        if self._want_gates:
+            # on the model's device, in its parameter dtype (float32 for a model without float parameters)
+            first = next((p for p in self.model.parameters() if p.dtype.is_floating_point), None)
+            device = first.device if first is not None else None
+            dtype = first.dtype if first is not None else torch.float32
+            self.head_gates = nn.Parameter(torch.ones(self.num_layers, self.num_heads, device=device, dtype=dtype))
         for m in self._modules:
             _OWNER[m] = self
 
@@ -275,6 +359,58 @@ class Patch:
         self.prm_utterances = 0
         self._labels: Optional[torch.Tensor] = None
         self._labels_used: set = set()
+        self._chunks = None  # between begin_chunks and end_chunks: the chunk plan and its buffers
+        self._nan: Dict[int, List[torch.Tensor]] = {}  # per layer: [B, H] bool, a valid row was NaN
+
+    # ------------------------------------------------------------------ chunked utterances
+    def begin_chunks(self, batch: int, slots) -> None:
+        """A model is about to run each of ``batch`` utterances as independent attention sequences
+        (chunks, e.g. s3prl's ``sequence_length`` pieces), as one forward per *slot*: slot ``j`` is
+        ``(utterances [b_j], frame offsets [b_j], frames [b_j])``, the j-th chunk of each listed
+        utterance, whose model frames ``offset .. offset + frames`` of the concatenated output it
+        computes. Until :meth:`end_chunks`, each layer's j-th call is slot j; labels given by
+        :meth:`set_labels` (for the concatenated frames) are sliced per chunk. :meth:`end_chunks`
+        turns the chunks' statistics into one row per utterance, exactly as the definitions give
+        them for the utterance's whole (block-diagonal) map."""
+        if self._chunks is not None:
+            raise RuntimeError("satkern.Patch.begin_chunks: the previous chunked forward did not end")
+        slots = [(torch.as_tensor(u, dtype=torch.int64), torch.as_tensor(o, dtype=torch.int64),
+                  torch.as_tensor(f, dtype=torch.int64)) for u, o, f in slots]
+        total = torch.zeros(batch, dtype=torch.int64)
+        for u, _, f in slots:
+            total.index_add_(0, u, f)
+        self._chunks = {"slots": slots, "total": total, "calls": {}, "rows": {}, "labels": self._labels,
+                        "device": torch.device("cpu")}
+
+    def end_chunks(self) -> None:
+        """Merge the chunks of the forward that :meth:`begin_chunks` announced (see there)."""
+        plan, self._chunks = self._chunks, None
+        if plan is None:
+            raise RuntimeError("satkern.Patch.end_chunks without begin_chunks")
+        total = plan["total"]
+        if any(len(plan["rows"].get(l, [])) != len(plan["slots"]) for l in range(self.num_layers)):
+            return  # an interrupted forward: nothing recorded (metrics would see unequal layers)
+        for layer in range(self.num_layers):
+            parts = plan["rows"][layer]  # per slot: {metric: [b_j, H]} on the device
+            dev = next((t.device for p in parts for t in p.values()), plan["device"])
+            self._lengths.setdefault(layer, []).append(total.to(dev))
+            bad = torch.zeros(int(total.numel()), self.num_heads, dtype=torch.bool, device=plan["device"])
+            for (utts, _, _), flags in zip(plan["slots"], plan.get("nan", {}).get(layer, [])):
+                bad[utts.to(bad.device)] |= flags.to(bad.device)
+            self._nan.setdefault(layer, []).append(bad)
+            if not self._which:
+                continue
+            merged = merge_chunk_metrics([(u, f) for u, _, f in plan["slots"]], parts, total, self._which)
+            rows = self._rows.setdefault(layer, {w: [] for w in self._which})
+            for w in self._which:
+                rows[w].append(merged[w].to(torch.float32))
+        if self._which and bool((total == 0).any()):
+            warnings.warn("satkern.patch: utterances of length 0 have no metrics (NaN)", stacklevel=3)
+        W = plan["labels"]
+        if W is not None:  # the uniform-attention baseline, once, over each utterance's whole frames
+            self._accumulate_prm_base(W, total.to(W.device))
+            self._labels = None
+            self._labels_used = set()
 
     def set_labels(self, W: torch.Tensor) -> None:
         """Frame label weights ``[B, T, Y]`` (model frame rate) for the next forward only.
@@ -294,6 +430,48 @@ class Patch:
         self._labels = W
         self._labels_used = set()
 
+    # ------------------------------------------------------------------ host-side caches
+    def lengths_from_mask(self, mask: Optional[torch.Tensor], batch: int, frames: int, *,
+                          valid_value=None) -> Optional[torch.Tensor]:
+        """:func:`lengths_from_mask` (of ``mask == valid_value`` when given), cached for the mask tensor: every
+        layer of a forward gets the same mask object, so its checks (which read the mask, i.e. wait for the
+        device) run once per forward, not once per layer. Returns the same lengths object on a hit."""
+        if mask is None:
+            return None
+        c = self._mask_cache
+        if (c is not None and c[0] is mask and c[1] == _version(mask) and c[2] == batch and c[3] == frames
+                and c[4] == valid_value):
+            return c[5]
+        lengths = lengths_from_mask(mask if valid_value is None else mask.eq(valid_value), batch, frames)
+        self._mask_cache = (mask, _version(mask), batch, frames, valid_value, lengths)
+        return lengths
+
+    def _host_lengths(self, lengths: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
+        """CPU copy of ``lengths`` (the call's, possibly on the GPU), cached for the tensor object: one device
+        read per distinct lengths tensor (once per forward), none for CPU lengths."""
+        if lengths is None:
+            return None
+        if not isinstance(lengths, torch.Tensor):
+            return torch.as_tensor(lengths, dtype=torch.int64)
+        if lengths.device.type == "cpu":
+            return lengths
+        c = self._host_cache
+        if c is not None and c[0] is lengths and c[1] == _version(lengths):
+            return c[2]
+        host = lengths.to("cpu", torch.int64)
+        self._host_cache = (lengths, _version(lengths), host)
+        return host
+
+    def _keep_on(self, layer: int, device: torch.device):
+        """(head_mask on ``device``, kept head indices on ``device``) of a layer, copied once per device."""
+        keep = self._keep[layer]
+        if keep is None:
+            return None, None
+        key = (layer, device)
+        if key not in self._device_keep:
+            self._device_keep[key] = (keep.to(device), keep.nonzero().flatten().to(device))
+        return self._device_keep[key]
+
     # ------------------------------------------------------------------ the attention call
     def run(self, module: nn.Module, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *,
             lengths: Optional[torch.Tensor], scale: Optional[float], bias: Optional[torch.Tensor] = None,
@@ -306,63 +484,133 @@ class Patch:
         keep = self._keep[layer]
         span = self._spans[layer]
         W = self._labels
+        chunk = None
+        if self._chunks is not None:  # slot j of a chunked forward: this layer's j-th call
+            j = self._chunks["calls"].get(layer, 0)
+            self._chunks["calls"][layer] = j + 1
+            if j >= len(self._chunks["slots"]):
+                raise RuntimeError(f"satkern.Patch: layer {layer} ran more often than the {len(self._chunks['slots'])} "
+                                   f"announced chunk slots")
+            chunk = self._chunks["slots"][j]
+            W = None if self._chunks["labels"] is None else _slice_chunk_labels(self._chunks["labels"], chunk, T)
         if W is not None and (W.shape[0] != B or W.shape[1] != T):
             raise ValueError(f"satkern.Patch: labels of shape {tuple(W.shape)} do not fit layer {layer}'s "
                              f"batch of {B} x {T} attention frames")
-        label_weights = None if W is None else W.to(device=q.device)
-        head_mask = None if keep is None else keep.to(q.device)
+        if W is not None and W.device != q.device:  # moved once per forward, not once per layer
+            W = W.to(device=q.device)
+            if chunk is None:
+                self._labels = W
+        label_weights = W
+        head_mask, heads = self._keep_on(layer, q.device)
+        host_lengths = self._host_lengths(lengths)
         res = attention(q, k, v, lengths=lengths, scale=scale, bias=bias, stats=self.stats, span=span,
                         span_mode=self.span_mode, head_mask=head_mask, label_weights=label_weights,
                         backend=self.backend)
         self.backends_used.add(res.backend)
         out = res.out
-        if fill_padded and lengths is not None and B and bool((res.lengths < T).any()):
+        if fill_padded and host_lengths is not None and B and bool((host_lengths < T).any()):
             if out.requires_grad:
                 out = out.clone()
             scale_f = float(D) ** -0.5 if scale is None else float(scale)
             bias_full = None if bias is None else bias.expand(B, H, T, T)
-            out = _fill_padded_rows(out, q, k, v, res.lengths, scale_f, bias_full, head_mask, span,
+            out = _fill_padded_rows(out, q, k, v, host_lengths, scale_f, bias_full, heads, span,
                                     self.span_mode)
-        self._record(layer, res, W)
+        if self.head_gates is not None:  # xi_h multiplies head h's output (padded rows included)
+            gate = self.head_gates[layer].to(device=out.device, dtype=out.dtype)
+            out = out * gate[None, :, None, None]
+        if chunk is not None:
+            self._record_chunk(layer, res, W, chunk)
+        else:
+            self._record(layer, res, W, host_lengths)
         return out
 
-    def _record(self, layer: int, res, W: Optional[torch.Tensor]) -> None:
+    def _record_chunk(self, layer: int, res, W: Optional[torch.Tensor], chunk) -> None:
+        """One slot of a chunked forward: keep the chunk's metrics for :meth:`end_chunks`; add its
+        phoneme-relation terms with each utterance's whole length (P'_u = (1/T_u) sum_chunks W^T A W)."""
+        if self._which:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # empty chunks: NaN, and left out of the merge
+                m = head_metrics(res, lengths=res.lengths, which=self._which)
+            self._chunks["rows"].setdefault(layer, []).append({w: getattr(m, w).detach() for w in self._which})
+        else:
+            self._chunks["rows"].setdefault(layer, []).append({})
+        self._chunks.setdefault("nan", {}).setdefault(layer, []).append(self._nan_rows(layer, res))
+        self._chunks["device"] = res.lengths.device
+        if W is not None:
+            total = self._chunks["total"][chunk[0]].to(res.lengths.device)
+            self._accumulate_prm_counts(layer, res, W, total)
+
+    def _nan_rows(self, layer: int, res) -> torch.Tensor:
+        """``[B, H]`` bool: the head has a NaN valid row (a NaN query poisons the head's colmass, G and
+        V, as the definitions give); pruned heads (NaN by convention) excluded. Stays on the device."""
+        B, H, T = res.lse.shape
+        valid = torch.arange(T, device=res.lse.device)[None, None, :] < res.lengths.to(res.lse.device)[:, None, None]
+        bad = (torch.isnan(res.lse) & valid).any(-1)
+        keep = self._keep[layer]
+        if keep is not None:
+            bad = bad & keep.to(device=bad.device, dtype=torch.bool).expand(B, H)
+        return bad
+
+    def _record(self, layer: int, res, W: Optional[torch.Tensor], host_lengths=None) -> None:
         lengths = res.lengths
         if layer not in self._lengths:
             self._lengths[layer] = []
         self._lengths[layer].append(lengths.detach())  # kept on the device: no sync per layer
+        self._nan.setdefault(layer, []).append(self._nan_rows(layer, res))
         if self._which:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # empty utterances: NaN, warned once below
-                m = head_metrics(res, lengths=lengths, which=self._which)
+                m = head_metrics(res, lengths=lengths, which=self._which, warn_empty=False)
             rows = self._rows.setdefault(layer, {w: [] for w in self._which})
             for w in self._which:
                 rows[w].append(getattr(m, w).detach().to(torch.float32))
-            if layer == 0 and bool((lengths == 0).any()):
+            if layer == 0 and host_lengths is not None and bool((host_lengths == 0).any()):  # host values
                 warnings.warn("satkern.patch: utterances of length 0 have no metrics (NaN)", stacklevel=4)
         if W is not None:
             self._accumulate_prm(layer, res, W)
 
-    def _accumulate_prm(self, layer: int, res, W: torch.Tensor) -> None:
-        B, H, T = res.lse.shape
-        Y = W.shape[-1]
-        lengths = res.lengths
-        valid = (torch.arange(T, device=lengths.device)[None, :] < lengths[:, None])  # [B, T]
-        Wm = torch.where(valid[..., None], W.to(device=lengths.device, dtype=torch.float64),
-                         torch.zeros((), dtype=torch.float64, device=lengths.device))
-        nonempty = lengths > 0
-        Tf = torch.where(nonempty, lengths, torch.ones_like(lengths)).to(torch.float64)
+    def _ensure_prm(self, Y: int) -> None:
         if self.prm_counts is None:
             self.prm_counts = torch.zeros(self.num_layers, self.num_heads, Y, Y, dtype=torch.float64)
             self.prm_base = torch.zeros(Y, Y, dtype=torch.float64)
+
+    @staticmethod
+    def _valid_labels(W: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """``W`` as float64 with the rows past each utterance's length zeroed."""
+        T = W.shape[1]
+        valid = (torch.arange(T, device=lengths.device)[None, :] < lengths[:, None])  # [B, T]
+        return torch.where(valid[..., None], W.to(device=lengths.device, dtype=torch.float64),
+                           torch.zeros((), dtype=torch.float64, device=lengths.device))
+
+    def _accumulate_prm_counts(self, layer: int, res, W: torch.Tensor, utterance_lengths: torch.Tensor) -> None:
+        """``prm_counts[layer] += sum_u (1/T_u) W^T label_mass`` (T_u: the utterance's whole length,
+        which is the call's length unless the call is one chunk of it)."""
+        self._ensure_prm(W.shape[-1])
+        Wm = self._valid_labels(W, res.lengths)
+        nonempty = (res.lengths > 0) & (utterance_lengths > 0)
+        Tf = torch.where(nonempty, utterance_lengths, torch.ones_like(utterance_lengths)).to(torch.float64)
         lm = res.label_mass.to(torch.float64)  # [B, H, T, Y]; 0 on padded rows, NaN on pruned heads
         p_prime = torch.einsum("btm,bhtn->bhmn", Wm, lm) / Tf[:, None, None, None]
         self.prm_counts[layer] += p_prime[nonempty].sum(0).to("cpu")
+
+    def _accumulate_prm_base(self, W: torch.Tensor, lengths: torch.Tensor) -> None:
+        """Once per forward: ``prm_base += sum_u P_U,u`` and the count of utterances in the maps."""
+        self._ensure_prm(W.shape[-1])
+        Wm = self._valid_labels(W, lengths)
+        nonempty = lengths > 0
+        Tf = torch.where(nonempty, lengths, torch.ones_like(lengths)).to(torch.float64)
+        # an utterance with no labelled frame (all-zero rows: e.g. no alignment) adds nothing to the sums
+        # and is not counted among the utterances of the relation maps
+        labelled = nonempty & (Wm.sum((1, 2)) > 0)
+        col = Wm.sum(1)  # [B, Y] = W^T 1
+        base = col[:, :, None] * col[:, None, :] / (Tf * Tf)[:, None, None]
+        self.prm_base += base[nonempty].sum(0).to("cpu")
+        self.prm_utterances += int(labelled.sum())
+
+    def _accumulate_prm(self, layer: int, res, W: torch.Tensor) -> None:
+        self._accumulate_prm_counts(layer, res, W, res.lengths)
         if not self._labels_used:  # once per forward: the uniform-attention baseline
-            col = Wm.sum(1)  # [B, Y] = W^T 1
-            base = col[:, :, None] * col[:, None, :] / (Tf * Tf)[:, None, None]
-            self.prm_base += base[nonempty].sum(0).to("cpu")
-            self.prm_utterances += int(nonempty.sum())
+            self._accumulate_prm_base(W, res.lengths)
         self._labels_used.add(layer)
         if len(self._labels_used) == self.num_layers:
             self._labels = None
@@ -376,9 +624,37 @@ class Patch:
         return torch.cat(parts).cpu() if parts else torch.zeros(0, dtype=torch.int64)
 
     @property
+    def nan_heads(self) -> torch.Tensor:
+        """bool ``[U, L, H]``: the head's map had a NaN row for that utterance (its colmass, G and V
+        are then NaN, as the definitions give; pruned heads are not counted)."""
+        per_layer = [torch.cat(self._nan[l]).cpu() if self._nan.get(l) else torch.zeros(0, self.num_heads,
+                                                                                        dtype=torch.bool)
+                     for l in range(self.num_layers)]
+        if len({t.shape[0] for t in per_layer}) != 1:
+            return torch.zeros(0, self.num_layers, self.num_heads, dtype=torch.bool)
+        return torch.stack(per_layer, dim=1)
+
+    def _warn_nan_once(self) -> None:
+        if self._nan_warned:
+            return
+        bad = self.nan_heads
+        if not bool(bad.any()):
+            return
+        self._nan_warned = True
+        pairs = sorted({(int(l), int(h)) for _, l, h in bad.nonzero().tolist()})
+        shown = ", ".join(f"layer {l} head {h}" for l, h in pairs[:4]) + (
+            f" and {len(pairs) - 4} more" if len(pairs) > 4 else "")
+        warnings.warn(f"satkern.patch: NaN in the attention of {shown} for {int(bad.any(-1).any(-1).sum())} "
+                      f"utterance(s): a NaN query row makes that head's colmass, G and V NaN (as the definitions "
+                      f"give); check the inputs and weights (Patch.nan_heads says where)", RuntimeWarning,
+                      stacklevel=3)
+
+    @property
     def metrics(self) -> HeadMetrics:
-        """Per-utterance head metrics, each float32 ``[U, L, H]`` (``None`` if not asked for)."""
+        """Per-utterance head metrics, each float32 ``[U, L, H]`` (``None`` if not asked for).
+        Warns once per patch when some head had a NaN row (:attr:`nan_heads`)."""
         out = HeadMetrics()
+        self._warn_nan_once()
         if not self._which:
             return out
         counts = {l: sum(int(t.shape[0]) for t in self._lengths.get(l, [])) for l in range(self.num_layers)}
@@ -392,6 +668,32 @@ class Patch:
                 per_layer.append(torch.cat(parts).cpu() if parts else torch.zeros(0, self.num_heads))
             setattr(out, w, torch.stack(per_layer, dim=1))
         return out
+
+    def head_importance(self, normalized: bool = True) -> torch.Tensor:
+        """Gradient head importance (Michel et al. 2019; METRICS.md "Gradient importance"), float32 ``[L, H]``.
+
+        I_h = abs(sum dL/dxi_h): the absolute value of the head gate's gradient, accumulated over every
+        ``loss.backward()`` since the patch was made (or since :meth:`zero_importance`). ``normalized``
+        (the default, as Michel et al. do): each layer's scores divided by their L2 norm (a layer whose
+        scores are all 0 stays 0); ``normalized=False``: the raw I_h. Needs ``head_gates=True``.
+        """
+        if self.head_gates is None:
+            raise RuntimeError("satkern.Patch.head_importance: the patch has no head gates; make it with "
+                               "satkern.patch(model, head_gates=True)")
+        grad = self.head_gates.grad
+        if grad is None:
+            raise RuntimeError("satkern.Patch.head_importance: the head gates have no gradient yet; run "
+                               "loss.backward() through the patched model first")
+        raw = grad.detach().abs().to(device="cpu", dtype=torch.float32)
+        if not normalized:
+            return raw
+        norm = raw.norm(dim=-1, keepdim=True)
+        return torch.where(norm > 0, raw / torch.where(norm > 0, norm, torch.ones_like(norm)), torch.zeros_like(raw))
+
+    def zero_importance(self) -> None:
+        """Forget the accumulated head-gate gradients (start a new importance estimate)."""
+        if self.head_gates is not None:
+            self.head_gates.grad = None
 
     # ------------------------------------------------------------------ removal
     def remove(self) -> None:
@@ -422,7 +724,3 @@ class Patch:
                 f"{getattr(self, 'num_heads', '?')} heads, stats={sorted(self.stats)}, backend={self.backend!r}>")
 
 
-def supported_description() -> str:
-    from .hf import FAMILIES
-    names = ", ".join(f.model_type for f in FAMILIES)
-    return f"Hugging Face {names}; satkern.models.s3prl (Mockingjay/TERA/AudioALBERT)"

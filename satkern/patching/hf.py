@@ -96,9 +96,11 @@ def _fallback(module, query, key, value, attention_mask, scaling=None, dropout=0
 
 def _refuse_training_dropout(module: nn.Module, dropout: float) -> None:
     if module.training and dropout and dropout > 0:
+        # every patched transformers family reads its attention dropout from config.attention_dropout
         raise RuntimeError(f"satkern: {type(module).__name__} is in training mode with attention dropout "
-                           f"{dropout}; satkern does not implement attention dropout. Call model.eval() (or "
-                           f"set the attention dropout to 0) while patched.")
+                           f"{dropout} (config field 'attention_dropout'); satkern does not implement attention "
+                           f"dropout. Set config.attention_dropout = 0 before building the model to train it "
+                           f"patched, or call model.eval().")
 
 
 def satkern_attention(module: nn.Module, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
@@ -117,7 +119,7 @@ def satkern_attention(module: nn.Module, query: torch.Tensor, key: torch.Tensor,
         return _fallback(module, query, key, value, attention_mask, scaling=scaling, dropout=dropout, **kwargs)
     _refuse_training_dropout(module, dropout)
     B, H, T, D = query.shape
-    lengths = lengths_from_mask(attention_mask, B, T)
+    lengths = patch.lengths_from_mask(attention_mask, B, T)  # cached per mask: checked once per forward
     bias = kwargs.get("position_bias")
     out = patch.run(module, query, key, value, lengths=lengths, scale=scaling, bias=bias)
     return out.transpose(1, 2).contiguous(), None
@@ -167,7 +169,7 @@ def _wavlm_forward(module: nn.Module, hidden_states: torch.Tensor, attention_mas
     lengths = None
     if attention_mask is not None:
         # WavLM masks keys where attention_mask != 1 (key_padding_mask = attention_mask.ne(1))
-        lengths = lengths_from_mask(attention_mask.eq(1), bsz, tgt_len)
+        lengths = patch.lengths_from_mask(attention_mask, bsz, tgt_len, valid_value=1)
     out = patch.run(module, q, k, v, lengths=lengths, scale=module.scaling, bias=gated_position_bias)
     out = module.out_proj(out.transpose(1, 2).reshape(bsz, tgt_len, module.embed_dim))
     return out, None, position_bias

@@ -13,6 +13,8 @@ from torch import nn
 
 from .core import Patch, owner
 
+DESCRIPTION = "satkern.models.s3prl (Mockingjay/TERA/AudioALBERT)"  # what this adapter patches
+
 
 def _attention_class():
     try:
@@ -35,8 +37,10 @@ def _dropout_p(module: nn.Module) -> float:
 def _attend(module: nn.Module, q, k, v, lengths=None):
     p = _dropout_p(module)
     if module.training and p > 0:
-        raise RuntimeError(f"satkern: {type(module).__name__} is in training mode with attention dropout {p}; "
-                           f"satkern does not implement attention dropout. Call model.eval() while patched.")
+        raise RuntimeError(f"satkern: {type(module).__name__} is in training mode with attention dropout {p} "
+                           f"(config field 'attention_probs_dropout_prob'); satkern does not implement attention "
+                           f"dropout. Build the model with attention_probs_dropout_prob=0 to train it patched, "
+                           f"or call model.eval().")
     scale = getattr(module, "scaling", None)
     return owner(module).run(module, q, k, v, lengths=lengths, scale=scale)
 
@@ -49,6 +53,11 @@ def find_modules(model: nn.Module) -> List[Tuple[str, nn.Module]]:
     return [(name, m) for name, m in model.named_modules(remove_duplicate=False) if isinstance(m, cls)]
 
 
-def install(patch: Patch, found: List[Tuple[str, nn.Module]]) -> None:
+def install(patch: Patch, found: List[Tuple[str, nn.Module]], model: nn.Module = None) -> None:
     for m in {id(m): m for _, m in found}.values():
         patch._set_instance_attr(m, "attend", functools.partial(_attend, m))
+    # a model that runs long inputs in s3prl's sequence_length chunks tells the patch which calls are
+    # chunks of which utterance, so metrics stay one row per utterance
+    for module in (model.modules() if model is not None else ()):
+        if hasattr(module, "chunk_listener") and hasattr(module, "chunk_sizes"):
+            patch._set_instance_attr(module, "chunk_listener", patch)

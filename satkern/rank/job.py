@@ -283,8 +283,12 @@ def _rank(config, model, spec_head, on_point, log) -> dict:
         log("=" * 72 + f"\nsatkern rank: model {model.name!r} has RANDOM WEIGHTS (built-in architecture, seed "
             f"{config.seed}); the curves show the pipeline, not a finding.\n" + "=" * 72)
     notes: List[str] = []
-    if spec_head is None and model.family == "s3prl" and Path(config.model).is_file():
-        spec_head = load_spec_head(config.model, model.model, trust=config.trust_checkpoint)
+    if spec_head is None and model.family == "s3prl":
+        # the checkpoint the model came from (a file given as --model, or the file behind a shipped name)
+        ckpt = config.model if Path(config.model).is_file() else \
+            (getattr(model.model, "checkpoint_info", None) or {}).get("path")
+        if ckpt and Path(ckpt).is_file():
+            spec_head = load_spec_head(ckpt, model.model, trust=config.trust_checkpoint)
     label_map = fold_39 if config.fold_39 else None
     with_align = corpus.has_alignments
     train, skipped_tr = load_probe_utterances(train_u, model.sample_rate, with_alignments=with_align,

@@ -161,6 +161,10 @@ def _bad_corpus(root: Path):
     (spk / "EMPTY.PHN").write_text("0 10 h#\n")
     sf.write(str(spk / "ODDRATE.WAV"), x[:16001], 16001, subtype="PCM_16")
     (spk / "ODDRATE.PHN").write_text(phn)
+    # two channels: down-mixed to mono -> analyzed
+    sf.write(str(spk / "STEREO.WAV"), np.stack([x, 0.5 * x], axis=1), rate, subtype="PCM_16")
+    (spk / "STEREO.PHN").write_text(phn)
+    # no alignment in a corpus with alignments: analyzed, left out of the relation maps only
     sf.write(str(spk / "NOPHN.WAV"), x, 16000, subtype="PCM_16")
     sf.write(str(spk / "BADPHN.WAV"), x, 16000, subtype="PCM_16")
     (spk / "BADPHN.PHN").write_text("0 100 h#\nthis is not a phone line\n")
@@ -178,21 +182,32 @@ def test_bad_files_skipped_and_reported(tmp_path, model):
     s = analyze(AnalyzeConfig(model=MODEL, corpus=str(corpus), out=str(out), progress=False, fold_39=True,
                               per_utterance=True, budget_seconds=3.0), model=model)
     reasons = {Path(r["utterance"]).name: r["reason"] for r in s["skipped"]}
-    assert set(reasons) == {"CORRUPT", "EMPTY", "ODDRATE", "NOPHN", "BADPHN", "SHORT", "UNKNOWN"}, reasons
+    assert set(reasons) == {"CORRUPT", "EMPTY", "ODDRATE", "BADPHN", "SHORT", "UNKNOWN"}, reasons
     assert "unreadable" in reasons["CORRUPT"]
     assert "empty" in reasons["EMPTY"]
     assert "cannot be converted" in reasons["ODDRATE"]
-    assert "missing alignment" in reasons["NOPHN"]
     assert "START END LABEL" in reasons["BADPHN"]
-    assert "too short" in reasons["SHORT"]
+    assert "too short" in reasons["SHORT"] and "--min-seconds" in reasons["SHORT"]
     assert "no class in the phone folding" in reasons["UNKNOWN"]
-    assert s["counts"]["utterances_analyzed"] == 5
-    assert (_heads(out)["n_utterances"] == 5).all()
+    c = s["counts"]
+    assert c["utterances_found"] == 13 and c["utterances_analyzed"] == 7 and c["utterances_skipped"] == 6
+    assert c["utterances_in_prm"] == 6 and c["utterances_without_alignment"] == 1
+    assert [Path(u).name for u in s["without_alignment"]] == ["NOPHN"]
+    assert c["utterances_resampled"] == 1 and c["utterances_downmixed"] == 1
+    conv = {Path(r["utterance"]).name: r for r in s["conversions"]}
+    assert set(conv) == {"RATE8K", "STEREO"}
+    assert conv["RATE8K"]["sample_rate"] == 8000 and conv["RATE8K"]["resampled"] and not conv["RATE8K"]["downmixed"]
+    assert conv["STEREO"]["channels"] == 2 and conv["STEREO"]["downmixed"] and not conv["STEREO"]["resampled"]
+    assert (_heads(out)["n_utterances"] == 7).all()
+    assert not (out / "checkpoint").exists(), "the checkpoint folder outlived a successful run"
     per = pd.read_parquet(out / "utterances.parquet")
     a = per[per.utterance.str.endswith("GOOD0")].sort_values(["layer", "head"])
     b = per[per.utterance.str.endswith("SPHERE")].sort_values(["layer", "head"])
     c = per[per.utterance.str.endswith("RATE8K")].sort_values(["layer", "head"])
     _close("SPHERE vs RIFF", b[list("GVDW")].to_numpy(), a[list("GVDW")].to_numpy(), atol=1e-5)
+    # the unaligned copy of GOOD0's audio has GOOD0's head metrics
+    d = per[per.utterance.str.endswith("NOPHN")].sort_values(["layer", "head"])
+    _close("NOPHN vs GOOD0", d[list("GVDW")].to_numpy(), a[list("GVDW")].to_numpy(), atol=1e-5)
     assert len(c) == len(a) and abs(c.duration.iloc[0] - a.duration.iloc[0]) < 1e-3
     json.loads((out / "summary.json").read_text())
 
@@ -221,8 +236,8 @@ def test_kill_and_resume_equals_uninterrupted(tmp_path, model, reference):
         analyze(_cfg(out, max_utterances=SUBSET), model=model)
 
     second = []
-    s = analyze(_cfg(out, max_utterances=SUBSET, per_utterance=True, budget_seconds=3.0, resume=True),
-                model=model, on_batch=lambda i, uids: second.extend(uids))
+    s = analyze(_cfg(out, max_utterances=SUBSET, per_utterance=True, budget_seconds=3.0, resume=True,
+                     keep_checkpoint=True), model=model, on_batch=lambda i, uids: second.extend(uids))
     assert first and second and not set(first) & set(second), "finished utterances were redone"
     assert sorted(first + second) == sorted(reference.rows)[:SUBSET]
     assert s["resumed"] and s["utterances_this_run"] == len(second)
@@ -305,10 +320,14 @@ def test_demo_command_prints_table_categories_and_outputs(tmp_path, capsys):
     assert "RANDOM WEIGHTS" in text
     assert "layer  head" in text and "category" in text
     assert "categories: global" in text
-    assert f"outputs in {tmp_path / 'demo'}/: heads.csv, prm.npz, summary.json" in text
+    assert (f"outputs in {tmp_path / 'demo' / 'analyze'}/: heads.csv, maps.npz, prm.npz, summary.json, "
+            f"utterances.parquet") in text
+    report = tmp_path / "demo" / "report.html"
+    assert f"report at {report.resolve()}" in text and report.stat().st_size < 8e6
     # a second demo run overwrites the first
     assert main(["demo", "--model", MODEL, "--max-utterances", "2", "--out", str(tmp_path / "demo"),
-                 "--no-progress"]) == 0
+                 "--no-progress", "--maps", "0"]) == 0
+    assert not (tmp_path / "demo" / "analyze" / "maps.npz").exists()
 
 
 def _textgrid(segments, rate, total):

@@ -224,10 +224,11 @@ def test_timit_tree_sphere_and_missing_alignment(tmp_path):
     _wav(root / "TRAIN/DR1/FAKE0/SX3.WAV", 0.3)  # no .PHN
     c = discover_corpus(root)
     assert c.layout == "timit"
-    assert [u.uid for u in c.utterances] == ["TRAIN/DR1/FAKE0/SA1", "TRAIN/DR1/FAKE0/SA2"]
+    # an utterance without an alignment stays (its head metrics need no labels), with alignment None
+    assert [u.uid for u in c.utterances] == ["TRAIN/DR1/FAKE0/SA1", "TRAIN/DR1/FAKE0/SA2", "TRAIN/DR1/FAKE0/SX3"]
     assert c.utterances[1].audio.endswith("SA2.WAV.wav")
-    assert [s["utterance"] for s in c.skipped] == ["TRAIN/DR1/FAKE0/SX3"]
-    assert "missing alignment" in c.skipped[0]["reason"]
+    assert c.utterances[2].alignment is None and c.has_alignments and not c.skipped
+    assert collect_labels(c) == ["h#", "q"] and len(c.utterances) == 3
     assert c.utterances[0].num_samples == 4800 and c.utterances[0].speaker == "FAKE0"
 
 
@@ -263,9 +264,10 @@ def test_directory_and_manifest(tmp_path):
                      + sep.join(["d/missing.wav", "", ""]) + "\n")
         c = discover_corpus(m)
         assert c.layout == "manifest"
-        assert [(u.uid, u.speaker) for u in c.utterances] == [("d/a/x", "s1")]
+        assert [(u.uid, u.speaker) for u in c.utterances] == [("d/a/x", "s1"), ("d/b/y", "s2")]
+        assert c.utterances[1].alignment is None  # kept: analyzed without phone relations
         reasons = {s["utterance"]: s["reason"] for s in c.skipped}
-        assert "missing" in reasons["d/missing"] and "missing alignment" in reasons["d/b/y"]
+        assert set(reasons) == {"d/missing"} and "missing" in reasons["d/missing"]
     (tmp_path / "bad.csv").write_text("audio_file\nx.wav\n")
     with pytest.raises(ValueError, match="'path' column"):
         discover_corpus(tmp_path / "bad.csv")

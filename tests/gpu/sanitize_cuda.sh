@@ -6,6 +6,7 @@
 #   bash tests/gpu/sanitize_cuda.sh            # memcheck + racecheck + synccheck
 #   PYTHON=/path/python bash tests/gpu/sanitize_cuda.sh
 #   SATKERN_CUDA_JIT=1 bash ...                # build the kernels with cuda_jit first
+#   SATKERN_SANITIZE_CASES=1 bash ...          # only the first case (tests/gpu/run_all.sh)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 PYTHON="${PYTHON:-.venv/bin/python}"
@@ -37,6 +38,7 @@ cases = [
     (1, 2, 80, 64, torch.bfloat16, dict(bias=torch.where(torch.rand(80, 80, device="cuda") > 0.95,
                                                          float("-inf"), 0.0))),
 ]
+cases = cases[:int(os.environ.get("SATKERN_SANITIZE_CASES", len(cases)))]  # run_all.sh: the first only
 for B, H, T, D, dt, kw in cases:
     q, k, v = r(B, H, T, D, dtype=dt), r(B, H, T, D, dtype=dt), r(B, H, T, D, dtype=dt)
     for stats in (ALL, ()):

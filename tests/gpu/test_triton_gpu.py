@@ -32,7 +32,7 @@ pytestmark = pytest.mark.skipif(not torch.cuda.is_available() or bool(triton_err
 ALL = satkern.STAT_NAMES
 F16, BF16, F32 = torch.float16, torch.bfloat16, torch.float32
 DTYPES = (F16, BF16, F32)
-HEAD_DIMS = (32, 64, 80, 96, 128)
+HEAD_DIMS = (16, 32, 48, 64, 80, 96, 128, 256)  # any D <= 256 runs (padded to the next tile)
 DEFAULT_FWD = (64, 64, 4, 3)  # one of launch._FWD_CONFIGS
 DEFAULT_COL = (64, 64, 4, 3)  # one of launch._COL_CONFIGS
 NAN, SENTINEL = float("nan"), -31337.0

@@ -310,3 +310,28 @@ def test_speech_model_wrapper_is_accepted():
             sm.model(**inputs)
     assert h.lengths.tolist() == frames.tolist()
     assert frames.tolist() == [sm.num_frames(n) for n in SAMPLES]
+
+
+def test_patching_core_imports_no_adapter():
+    """The core (Patch, capture, refinement) knows no model family: no import of hf/s3prl, so the
+    adapters import the core and never the other way round (no import circle)."""
+    import ast
+    import inspect
+
+    import satkern.patching.core as core
+
+    tree = ast.parse(inspect.getsource(core))
+    imported = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom):
+            imported.add(("." * node.level) + (node.module or ""))
+            imported.update(("." * node.level) + a.name for a in node.names if not node.module)
+        elif isinstance(node, ast.Import):
+            imported.update(a.name for a in node.names)
+    bad = {m for m in imported if m.split(".")[-1] in ("hf", "s3prl") or "patching.hf" in m or "patching.s3prl" in m}
+    assert not bad, f"satkern/patching/core.py imports adapters: {bad}"
+
+
+def test_unsupported_model_names_what_is_supported():
+    with pytest.raises(TypeError, match="found no supported self-attention module.*hubert.*Mockingjay"):
+        satkern.patch(torch.nn.Linear(2, 2))

@@ -224,6 +224,12 @@ def model_from_states(states: Dict[str, Any], name: str = "s3prl", source: str =
         raise ValueError(f"s3prl checkpoint {source!r}: 'Transformer' does not match the model built from its "
                          f"config ({where}): missing {missing[:8]}{'...' if len(missing) > 8 else ''}, "
                          f"unexpected {unexpected[:8]}{'...' if len(unexpected) > 8 else ''}")
+    task = cfg.get("task") if isinstance(cfg.get("task"), dict) else {}
+    try:
+        model.sequence_length = max(int(task.get("sequence_length", 0) or 0), 0)
+    except (TypeError, ValueError):
+        raise ValueError(f"s3prl checkpoint {source!r}: task.sequence_length must be an integer; got "
+                         f"{task.get('sequence_length')!r}") from None
     model.eval()
     model.random_weights = False
     model.checkpoint_info = {

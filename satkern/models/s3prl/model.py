@@ -401,6 +401,11 @@ class S3prlTransformer(nn.Module):
         self.name = name
         self.input_representations = S3prlInputRepresentations(config)
         self.encoder = S3prlEncoder(config)
+        # s3prl's ``task.sequence_length`` (feature frames; 0: no limit): its upstream splits a longer
+        # input into torch.chunk pieces of at most this length and runs each on its own (see forward)
+        self.sequence_length = 0
+        self.whole_sequence = False  # True: ignore sequence_length and run every input at once
+        self.chunk_listener = None  # set by satkern.patch: told which calls are chunks of which utterance
         self.apply(self._init_weights)
         if features is not None and features.dim != config.input_dim:
             raise ValueError(f"s3prl model: features have dimension {features.dim} but the model expects "
@@ -441,15 +446,50 @@ class S3prlTransformer(nn.Module):
 
     def num_frames(self, num_samples: int) -> int:
         """Model frames of an utterance of ``num_samples`` samples run on its own (a batch of one:
-        the feature frames left over after stacking are dropped)."""
+        the feature frames left over after stacking are dropped, in each chunk when chunked)."""
         if self.features is None:
             raise RuntimeError("s3prl model has no feature config (trained on pre-extracted features)")
-        return self.features.num_frames(int(num_samples)) // self.config.downsample_rate
+        dr = self.config.downsample_rate
+        return sum(size // dr for size in self.chunk_sizes(self.features.num_frames(int(num_samples))))
+
+    # -- s3prl's sequence_length chunking --------------------------------------------
+    @property
+    def chunking(self) -> bool:
+        """Whether inputs longer than :attr:`sequence_length` are split into chunks (s3prl's default)."""
+        return self.sequence_length > 0 and not self.whole_sequence
+
+    def chunk_sizes(self, num_feature_frames: int) -> List[int]:
+        """Feature frames of each chunk s3prl's upstream runs for an input of this many frames alone:
+        ``torch.chunk(x, ceil(T / sequence_length))`` when ``T > sequence_length`` (chunks of
+        ``ceil(T / n)`` frames, the last one shorter), else the whole input."""
+        n = int(num_feature_frames)
+        L = self.sequence_length
+        if not self.chunking or n <= L:
+            return [n]
+        size = math.ceil(n / math.ceil(n / L))  # torch.chunk's chunk size
+        return [min(size, n - start) for start in range(0, n, size)]
+
+    def chunk_pieces(self, num_feature_frames: int) -> List[Tuple[int, int, int]]:
+        """``(first feature frame, feature frames used, model frames)`` of each chunk of an input of
+        this many feature frames (chunks too short for one stacked frame are left out, unless the
+        input has no other)."""
+        dr = self.config.downsample_rate
+        pieces, start = [], 0
+        for size in self.chunk_sizes(num_feature_frames):
+            pieces.append((start, size // dr * dr, size // dr))
+            start += size
+        return [p for p in pieces if p[2] > 0] or pieces[:1]
 
     def model_lengths(self, feature_lengths: torch.Tensor, T: int) -> torch.Tensor:
         """Model frames per utterance of a batch padded to ``T`` feature frames."""
-        return stacked_lengths(torch.as_tensor(feature_lengths, dtype=torch.int64), int(T),
-                               self.config.downsample_rate)
+        lengths = torch.as_tensor(feature_lengths, dtype=torch.int64)
+        whole = stacked_lengths(lengths, int(T), self.config.downsample_rate)
+        if not self.chunking:
+            return whole
+        dr = self.config.downsample_rate
+        chunked = [sum(c // dr for c in self.chunk_sizes(n)) if n > self.sequence_length else int(w)
+                   for n, w in zip(lengths.tolist(), whole.tolist())]
+        return torch.tensor(chunked, dtype=torch.int64)
 
     def extract_features(self, waveforms) -> Tuple[torch.Tensor, torch.Tensor]:
         """``(feats [B, T, F] zero-padded, lengths [B] feature frames)`` for 1-d waveforms at
@@ -475,6 +515,14 @@ class S3prlTransformer(nn.Module):
             head_mask: ``[H]`` or ``[L, H]`` multipliers of the heads' maps (1 keeps a head).
 
         ``T' = T // downsample_rate``; ``out.lengths`` holds the model frames per utterance.
+
+        s3prl's ``sequence_length`` (:attr:`sequence_length`, from the checkpoint's ``task``
+        block): unless :attr:`whole_sequence`, an utterance longer than that many feature
+        frames is run as s3prl's upstream runs it alone: split with ``torch.chunk`` into
+        ``ceil(T / sequence_length)`` pieces, each run on its own (its own padding mask, frame
+        stacking and position encodings from 0), the results concatenated along time. The maps
+        (``output_attentions``) are then block-diagonal, one block per chunk. Each utterance is
+        chunked by its own length, so a padded batch gives what each utterance gives alone.
         """
         if feats.dim() == 2:
             feats = feats.unsqueeze(0)
@@ -486,6 +534,12 @@ class S3prlTransformer(nn.Module):
         lengths = torch.as_tensor(lengths, device=feats.device).to(torch.int64)
         if lengths.shape != (B,):
             raise ValueError(f"s3prl model: lengths must have shape [{B}]; got {tuple(lengths.shape)}")
+        if self.chunking and bool((lengths > self.sequence_length).any()):
+            return self._forward_chunks(feats, lengths, output_attentions, output_hidden_states, head_mask)
+        return self._forward_whole(feats, lengths, output_attentions, output_hidden_states, head_mask)
+
+    def _forward_whole(self, feats, lengths, output_attentions, output_hidden_states, head_mask) -> S3prlModelOutput:
+        B, T, _ = feats.shape
         dr = self.config.downsample_rate
         x = stack_frames(feats, dr)
         Tm = x.shape[1]
@@ -501,6 +555,55 @@ class S3prlTransformer(nn.Module):
                                 hidden_states=tuple(all_hidden) if output_hidden_states else None,
                                 attentions=tuple(all_attn) if output_attentions else None,
                                 lengths=model_lengths)
+
+    def _forward_chunks(self, feats, lengths, output_attentions, output_hidden_states, head_mask) -> S3prlModelOutput:
+        """Every utterance split into its s3prl chunks (:meth:`chunk_sizes`); the j-th chunks of all
+        utterances that have one run as one padded batch ("slot" j), each chunk trimmed to whole
+        stacked frames as when it runs alone; outputs scattered back and concatenated per utterance."""
+        B = feats.shape[0]
+        dr = self.config.downsample_rate
+        per_utt = [self.chunk_pieces(n) for n in lengths.tolist()]
+        total = [sum(p[2] for p in pieces) for pieces in per_utt]
+        T_out = max(total) if total else 0
+        slots = []  # (utterance indices, output frame offsets, model frames) per slot
+        for j in range(max(len(p) for p in per_utt)):
+            idx = [u for u in range(B) if len(per_utt[u]) > j]
+            offsets = [sum(p[2] for p in per_utt[u][:j]) for u in idx]
+            frames = [per_utt[u][j][2] for u in idx]
+            slots.append((idx, offsets, frames))
+        hidden = self.config.hidden_size
+        n_states = self.num_layers + 1
+        states = [feats.new_zeros(B, T_out, hidden) for _ in range(n_states if output_hidden_states else 1)]
+        maps = ([feats.new_zeros(B, self.num_heads, T_out, T_out) for _ in range(self.num_layers)]
+                if output_attentions else None)
+        listener = self.chunk_listener
+        if listener is not None:
+            listener.begin_chunks(B, [(torch.tensor(i), torch.tensor(o), torch.tensor(f)) for i, o, f in slots])
+        try:
+            for j, (idx, offsets, frames) in enumerate(slots):
+                kept = [per_utt[u][j][1] for u in idx]
+                x = feats.new_zeros(len(idx), max(kept), feats.shape[-1])
+                for i, u in enumerate(idx):
+                    start = per_utt[u][j][0]
+                    x[i, :kept[i]] = feats[u, start:start + kept[i]]
+                hm = head_mask
+                out = self._forward_whole(x, torch.tensor(kept, device=feats.device), output_attentions,
+                                          output_hidden_states, hm)
+                chunk_states = out.hidden_states if output_hidden_states else (out.last_hidden_state,)
+                for i, u in enumerate(idx):
+                    o, n = offsets[i], frames[i]
+                    for dst, src in zip(states, chunk_states):
+                        dst[u, o:o + n] = src[i, :n]
+                    if maps is not None:
+                        for dst, src in zip(maps, out.attentions):
+                            dst[u, :, o:o + n, o:o + n] = src[i, :, :n, :n]
+        finally:
+            if listener is not None:
+                listener.end_chunks()
+        return S3prlModelOutput(last_hidden_state=states[-1],
+                                hidden_states=tuple(states) if output_hidden_states else None,
+                                attentions=tuple(maps) if output_attentions else None,
+                                lengths=torch.tensor(total, dtype=torch.int64, device=feats.device))
 
     def attention_modules(self) -> List[S3prlSelfAttention]:
         """The self-attention module of each layer, in layer order (distinct modules, also with

@@ -4,8 +4,23 @@ Catches what the interpreter cannot: code that does not lower (types, control fl
 register / spill / shared-memory cost of each specialization on the target (default sm_90, H100/H200).
 Needs the triton CUDA backend (ptxas ships in the triton wheel), not a GPU::
 
-    .venv/bin/python -m satkern.ops.triton.aot_check            # a representative set of variants
-    .venv/bin/python -m satkern.ops.triton.aot_check --all      # every autotuning config too
+    .venv/bin/python -m satkern.ops.triton.aot_check            # the default set, one line per variant
+    .venv/bin/python -m satkern.ops.triton.aot_check --json     # the same as a JSON list (one object each)
+    .venv/bin/python -m satkern.ops.triton.aot_check --all      # every autotuning config of every variant
+
+The default set holds every autotuning config (that the autotuner's pruning keeps for T = 4096) of the
+D = 64 variants (bf16 and fp16; out+lse only and with entropy + distance + maxweight; the colmass pass),
+plus a representative set of other head dims, span modes, bias / head mask / labels.
+
+Each JSON object: ``kernel`` ("fwd" pass 1, "colmass" pass 2), ``dtype``, ``head_dim``, ``block_m``,
+``block_n``, ``num_warps``, ``num_stages``, ``span_mode`` (0 none, 1 zero, 2 renorm), ``stats`` (names),
+``labels`` (L, 0 = none), ``bias``, ``head_mask``, ``registers`` (per thread), ``spills`` (bytes of stack /
+local memory per thread; 0 = none), ``shared_bytes``, ``barriers_per_iteration`` (``BAR.SYNC`` /
+``BAR.RED`` / ``BAR.ARV`` instructions inside a key-block (pass 1) or query-block (pass 2) loop of the
+SASS, the largest over the kernel's loops), ``inner_loop_instructions`` (SASS instructions in the longest
+loop body), ``loops`` (per loop in address order: instructions, barriers), ``seconds`` (compile time) and,
+for a variant that did not compile, ``error``. Loops are found in ``cuobjdump -sass`` output as backward
+branches (``BRA`` to a lower address).
 """
 from __future__ import annotations
 
@@ -67,7 +82,7 @@ def _col_signature(dtype: str, bias: bool):
     return sig
 
 
-def compile_variant(kind: str, *, dtype="bf16", D=64, block_m=128, block_n=64, num_warps=8, num_stages=3,
+def compile_variant(kind: str, *, dtype="bf16", D=64, block_m=128, block_n=64, num_warps=8, num_stages=3, maxnreg=None,
                     span_mode=0, bias=False, head_mask=False, entropy=False, distance=False, maxweight=False,
                     labels=0, arch=90):
     """Compile one specialization; returns a dict with registers, spills, shared memory and seconds."""
@@ -105,10 +120,71 @@ def compile_variant(kind: str, *, dtype="bf16", D=64, block_m=128, block_n=64, n
     src = ASTSource(fn, sig, constexprs=consts, attrs=attrs)
     t0 = time.time()
     cc = triton.compile(src, target=GPUTarget("cuda", arch, 32),
-                        options={"num_warps": num_warps, "num_stages": num_stages})
-    regs, spills = _resource_usage(cc.asm.get("cubin"))
-    return {"regs": regs, "spills": spills, "shared": getattr(cc.metadata, "shared", None),
-                "seconds": round(time.time() - t0, 1)}
+                        options=dict({"num_warps": num_warps, "num_stages": num_stages},
+                                     **({} if maxnreg is None else {"maxnreg": maxnreg})))
+    seconds = round(time.time() - t0, 1)
+    cubin = cc.asm.get("cubin")
+    regs, spills = _resource_usage(cubin)
+    loops = sass_loops(_sass(cubin)) if cubin else []
+    return {"regs": regs, "spills": spills, "shared": getattr(cc.metadata, "shared", None), "seconds": seconds,
+            "loops": loops}
+
+
+def _cuobjdump():
+    import triton
+
+    return os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "cuobjdump")
+
+
+def _sass(cubin) -> str:
+    """``cuobjdump -sass`` of a cubin ('' when the tool is missing)."""
+    import subprocess
+    import tempfile
+
+    with tempfile.NamedTemporaryFile(suffix=".cubin") as f:
+        f.write(cubin)
+        f.flush()
+        try:
+            return subprocess.run([_cuobjdump(), "-sass", f.name], capture_output=True, text=True,
+                                  timeout=120).stdout
+        except OSError:
+            return ""
+
+
+_SASS_LINE = None
+
+
+def sass_loops(sass: str):
+    """The loops of one kernel's SASS: [{"start", "end", "instructions", "barriers"}], in address order.
+
+    A loop is a backward branch ``BRA <target>`` at address ``a`` with ``target <= a``; its body is the
+    instructions at addresses [target, a]. Barriers are ``BAR.*`` instructions (``BAR.SYNC``, ``BAR.RED``,
+    ``BAR.ARV``) in the body, CTA-wide synchronizations that every iteration pays. A self-loop ``BRA``
+    onto itself (the padding after ``EXIT``) is not a loop.
+    """
+    import re
+
+    global _SASS_LINE
+    if _SASS_LINE is None:
+        _SASS_LINE = re.compile(r"/\*([0-9a-f]{4,})\*/\s+(.*?);")
+    instrs = []
+    for line in sass.splitlines():
+        m = _SASS_LINE.search(line)
+        if m:
+            instrs.append((int(m.group(1), 16), m.group(2).strip()))
+    loops = []
+    for addr, text in instrs:
+        m = re.search(r"\bBRA(?:\.[A-Z.]+)?\s+(?:`\()?0x([0-9a-f]+)", text)
+        if not m:
+            continue
+        target = int(m.group(1), 16)
+        if target >= addr:
+            continue
+        body = [t for a, t in instrs if target <= a <= addr]
+        barriers = sum(1 for t in body if re.match(r"(@!?U?P\w+\s+)?BAR\.", t))
+        loops.append({"start": target, "end": addr, "instructions": len(body), "barriers": barriers})
+    loops.sort(key=lambda l: l["start"])
+    return loops
 
 
 def _resource_usage(cubin):
@@ -145,43 +221,110 @@ def _quick_variants():
                       bias=True, head_mask=True)
 
 
-def _variants(every_config: bool):
-    from .launch import _COL_CONFIGS, _FWD_CONFIGS
+_STAT_SETS = {"none": dict(), "edm": dict(entropy=True, distance=True, maxweight=True)}
 
-    fwd_cfgs = _FWD_CONFIGS if every_config else _FWD_CONFIGS[:1] + _FWD_CONFIGS[-1:]
-    col_cfgs = _COL_CONFIGS if every_config else _COL_CONFIGS[:1]
-    stat_sets = [dict(), dict(entropy=True, distance=True, maxweight=True),
-                 dict(entropy=True, distance=True, maxweight=True, labels=40, bias=True, head_mask=True)]
-    for (bm, bn, w, s), st, dt, D, sm in itertools.product(fwd_cfgs, stat_sets, ["bf16"], [64, 128], [0]):
-        yield "fwd", dict(dtype=dt, D=D, block_m=bm, block_n=bn, num_warps=w, num_stages=s, span_mode=sm, **st)
-    for dt, D, sm in [("fp16", 80, 0), ("fp32", 64, 0), ("bf16", 64, 1), ("bf16", 64, 2), ("bf16", 96, 2),
-                      ("bf16", 32, 0)]:
-        bm, bn, w, s = _FWD_CONFIGS[0]
-        yield "fwd", dict(dtype=dt, D=D, block_m=bm, block_n=bn, num_warps=w, num_stages=s, span_mode=sm,
-                          entropy=True, distance=True, maxweight=True)
-    for (bm, bn, w, s), D, sm in itertools.product(col_cfgs, [64, 128], [0, 2]):
-        yield "col", dict(dtype="bf16", D=D, block_m=bm, block_n=bn, num_warps=w, num_stages=s, span_mode=sm,
-                          bias=sm == 2, head_mask=sm == 2)
+
+def _kept_configs(kind: str, dtype: str, D: int, labels: int = 0):
+    """The autotuning configs the launcher's pruning keeps for this variant at T = 4096."""
+    import triton
+
+    from .launch import _COL_CONFIGS, _FWD_CONFIGS, _next_pow2, _prune_col, _prune_fwd
+
+    table = _FWD_CONFIGS if kind == "fwd" else _COL_CONFIGS
+    configs = [triton.Config({"BLOCK_M": bm, "BLOCK_N": bn}, num_warps=w, num_stages=s) for bm, bn, w, s in table]
+    prec = "ieee" if dtype == "fp32" else "tf32"
+    bd = max(16, _next_pow2(D))
+    if kind == "fwd":
+        kept = _prune_fwd(configs, {"T_BUCKET": 4096}, BLOCK_D=bd, WANT_LABELS=labels > 0, DOT_PRECISION=prec)
+    else:
+        kept = _prune_col(configs, {"T_BUCKET": 4096}, BLOCK_D=bd, DOT_PRECISION=prec)
+    return [(c.kwargs["BLOCK_M"], c.kwargs["BLOCK_N"], c.num_warps, c.num_stages) for c in kept]
+
+
+def _variants(every_config: bool):
+    """The default set: every kept autotuning config of the D = 64 variants, plus one config (the first
+    kept) of each other variant; ``every_config``: every kept config of every variant."""
+    def cfgs(kind, dtype, D, labels=0, every=every_config):
+        kept = _kept_configs(kind, dtype, D, labels)
+        return kept if every else kept[:1]
+
+    # D = 64, the benchmark shapes: every config
+    for dt in ("bf16", "fp16"):
+        for name, st in _STAT_SETS.items():
+            for bm, bn, w, s in cfgs("fwd", dt, 64, every=True):
+                yield "fwd", dict(dtype=dt, D=64, block_m=bm, block_n=bn, num_warps=w, num_stages=s, span_mode=0, **st)
+        for bm, bn, w, s in cfgs("col", dt, 64, every=True):
+            yield "col", dict(dtype=dt, D=64, block_m=bm, block_n=bn, num_warps=w, num_stages=s, span_mode=0)
+    # other head dims, span modes, bias / head mask / labels
+    edm = _STAT_SETS["edm"]
+    full = dict(edm, labels=40, bias=True, head_mask=True)
+    for dt, D, sm, st in [("bf16", 64, 1, edm), ("bf16", 64, 2, edm), ("bf16", 64, 0, full), ("bf16", 128, 0, edm),
+                          ("bf16", 128, 0, _STAT_SETS["none"]), ("fp16", 80, 1, full), ("bf16", 96, 2, edm),
+                          ("bf16", 32, 0, edm), ("bf16", 16, 0, edm), ("bf16", 48, 0, edm), ("bf16", 256, 0, edm),
+                          ("fp32", 64, 0, edm)]:
+        for bm, bn, w, s in cfgs("fwd", dt, D, st.get("labels", 0)):
+            yield "fwd", dict(dtype=dt, D=D, block_m=bm, block_n=bn, num_warps=w, num_stages=s, span_mode=sm, **st)
+    for dt, D, sm in [("bf16", 64, 2), ("bf16", 128, 0), ("bf16", 128, 2), ("bf16", 16, 0), ("bf16", 256, 0),
+                      ("fp32", 64, 0)]:
+        for bm, bn, w, s in cfgs("col", dt, D):
+            yield "col", dict(dtype=dt, D=D, block_m=bm, block_n=bn, num_warps=w, num_stages=s, span_mode=sm,
+                              bias=sm == 2, head_mask=sm == 2)
+
+
+def record(kind: str, kw: dict, result: dict = None, error: str = None) -> dict:
+    """One JSON object of ``--json`` (fields in the module docstring)."""
+    stats = [n for n in ("entropy", "distance", "maxweight") if kw.get(n)]
+    rec = {"kernel": "fwd" if kind == "fwd" else "colmass", "dtype": kw.get("dtype", "bf16"),
+           "head_dim": kw.get("D", 64), "block_m": kw.get("block_m"), "block_n": kw.get("block_n"),
+           "num_warps": kw.get("num_warps"), "num_stages": kw.get("num_stages"), "span_mode": kw.get("span_mode", 0),
+           "stats": stats if kind == "fwd" else ["colmass"], "labels": int(kw.get("labels", 0)),
+           "bias": bool(kw.get("bias", False)), "head_mask": bool(kw.get("head_mask", False))}
+    if result is not None:
+        loops = result.get("loops") or []
+        rec.update(registers=result["regs"], spills=result["spills"], shared_bytes=result["shared"],
+                   barriers_per_iteration=max((l["barriers"] for l in loops), default=None),
+                   inner_loop_instructions=max((l["instructions"] for l in loops), default=None),
+                   loops=[{"instructions": l["instructions"], "barriers": l["barriers"]} for l in loops],
+                   seconds=result["seconds"])
+    if error is not None:
+        rec["error"] = error
+    return rec
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--all", action="store_true", help="every autotuning config, not a representative set")
+    ap.add_argument("--all", action="store_true", help="every autotuning config of every variant")
     ap.add_argument("--quick", action="store_true", help="three variants only (CI)")
+    ap.add_argument("--json", action="store_true", help="print one JSON list (one object per variant)")
     ap.add_argument("--arch", type=int, default=90, help="CUDA compute capability x10 (default 90: H100/H200)")
     args = ap.parse_args(argv)
     if os.environ.get("TRITON_INTERPRET"):
-        print("unset TRITON_INTERPRET: the interpreter does not compile", file=sys.stderr)
+        print("aot_check: unset TRITON_INTERPRET: the interpreter does not compile", file=sys.stderr)
         return 2
+    # Triton 3.9 warns that its default FP fusion will change; the kernels write their FMAs explicitly
+    # (tl.fma), so fusion is kept on as today and the warning silenced.
+    os.environ.setdefault("TRITON_DEFAULT_FP_FUSION", "1")
     bad = 0
+    records = []
     for kind, kw in (_quick_variants() if args.quick else _variants(args.all)):
         try:
             r = compile_variant(kind, arch=args.arch, **kw)
-            flag = "  SPILLS" if r["spills"] else ""
-            print(f"{kind} {kw}: regs {r['regs']} spills {r['spills']} shared {r['shared']} ({r['seconds']}s){flag}")
+            rec = record(kind, kw, r)
+            if not args.json:
+                flag = "  SPILLS" if r["spills"] else ""
+                print(f"{kind} {kw}: regs {r['regs']} spills {r['spills']} shared {r['shared']} barriers/iter "
+                      f"{rec['barriers_per_iteration']} loop instrs {rec['inner_loop_instructions']} "
+                      f"({r['seconds']}s){flag}", flush=True)
         except Exception as e:  # report every failing variant, not just the first
             bad += 1
-            print(f"{kind} {kw}: FAILED {type(e).__name__}: {str(e)[:2000]}")
+            rec = record(kind, kw, error=f"{type(e).__name__}: {str(e)[:2000]}")
+            if not args.json:
+                print(f"{kind} {kw}: FAILED {rec['error']}", flush=True)
+        records.append(rec)
+    if args.json:
+        import json
+
+        print(json.dumps(records, indent=1))
     return 1 if bad else 0
 
 

@@ -19,7 +19,11 @@ from .. import schema
 from ..contract import AttentionCall
 from ..dispatch import register_backend
 
-SUPPORTED_HEAD_DIMS = (32, 64, 80, 96, 128)  # 80 and 96 run padded to 128 (masked loads)
+# Any head dim 1..256: the kernels tile the head dim with BLOCK_D = max(16, next power of two of D) and mask
+# the padding (loads of the columns past D read 0, so they add 0 to every dot product and are never stored).
+# 16 is the smallest tile a tensor-core dot takes; SAT-style small models have D = 16 (hidden 64, 4 heads).
+MAX_HEAD_DIM = 256
+SUPPORTED_HEAD_DIMS = tuple(range(1, MAX_HEAD_DIM + 1))
 SUPPORTED_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 MAX_LABELS = 128  # label_mass accumulator: [BLOCK_M, next_pow2(L)] fp32 registers per program
 
@@ -61,6 +65,8 @@ def _fused_attention_triton(q, k, v, lengths, bias, head_mask, label_weights, sc
                            "under the Triton interpreter (TRITON_INTERPRET=1 set before triton is imported)")
     from .launch import fused_attention_forward
 
+    if bias is not None:  # the op takes the bias un-expanded (size 1 on broadcast dims); the kernel reads strides
+        bias = bias.expand(q.shape[0], q.shape[1], q.shape[2], q.shape[2])
     return fused_attention_forward(q, k, v, lengths, bias, head_mask, label_weights, scale, span, renorm,
                                    want_entropy, want_distance, want_colmass, want_maxweight)
 
@@ -69,9 +75,30 @@ torch.library.register_kernel("satkern::fused_attention_triton", ("cuda", "cpu")
                               lib=schema._lib)
 
 
+def _fused_attention_triton_backward(grad_out, grad_lse, grad_entropy, grad_distance, grad_colmass, q, k, v, out,
+                                     lse, entropy, distance, lengths, bias, head_mask, scale, span, renorm,
+                                     want_grad_bias):
+    if q.device.type != "cuda" and not _interpreting():
+        raise RuntimeError("satkern: the Triton backward runs on CUDA tensors, or on CPU tensors only under the "
+                           "Triton interpreter (TRITON_INTERPRET=1 set before triton is imported)")
+    from .backward import fused_attention_backward
+
+    return fused_attention_backward(grad_out, grad_lse, grad_entropy, grad_distance, grad_colmass, q, k, v, out,
+                                    lse, entropy, distance, lengths, bias, head_mask, scale, span, renorm,
+                                    want_grad_bias)
+
+
+# the triton op's backward (CUDA, or CPU under the interpreter), and the backward of the cuda backend's
+# satkern::fused_attention on CUDA tensors (no hand-written CUDA backward: it is routed through Triton)
+torch.library.register_kernel("satkern::fused_attention_triton_backward", ("cuda", "cpu"),
+                              _fused_attention_triton_backward, lib=schema._lib)
+torch.library.register_kernel("satkern::fused_attention_backward", "cuda", _fused_attention_triton_backward,
+                              lib=schema._lib)
+
+
 class TritonBackend(schema.TorchOpBackend):
     """Triton kernels: FlashAttention-2 style pass with on-the-fly entropy/distance/maxweight/label_mass,
-    and a deterministic second pass for colmass. float16/bfloat16/float32, D in {32, 64, 80, 96, 128}.
+    and a deterministic second pass for colmass. float16/bfloat16/float32, any D from 1 to 256.
     On CPU it runs only under TRITON_INTERPRET=1, and then never wins "auto"."""
 
     name = "triton"
@@ -92,8 +119,8 @@ class TritonBackend(schema.TorchOpBackend):
         if call.q.dtype not in self.dtypes:
             why.append(f"unsupported dtype {call.q.dtype} (triton: float16, bfloat16, float32)")
         D = call.q.shape[-1]
-        if D not in self.head_dims:
-            why.append(f"unsupported head dim {D} (triton: {', '.join(map(str, self.head_dims))})")
+        if not 1 <= D <= MAX_HEAD_DIM:
+            why.append(f"unsupported head dim {D} (triton: 1 to {MAX_HEAD_DIM}, padded to a power of two >= 16)")
         if call.label_weights is not None and call.label_weights.shape[-1] > MAX_LABELS:
             why.append(f"label_weights with {call.label_weights.shape[-1]} labels (triton: at most {MAX_LABELS})")
         if dev == "cuda" and call.q.dtype == torch.bfloat16 and not why:

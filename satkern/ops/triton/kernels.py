@@ -18,7 +18,8 @@ processes whose autotuners picked different block sizes may differ in the last b
   rescaled by alpha = exp2(m - m'); ``e`` also gains (m - m') * l (see METRICS.md, "online forms").
 
 * ``_colmass_kernel`` (pass 2, only for ``colmass``): one program per (key block, batch*head); loops over
-  the query blocks that can attend to it, recomputes the scores and sums exp2(s - lse2) over valid rows.
+  the query blocks that can attend to it, recomputes the scores transposed (S^T = K Q^T, keys as rows) and
+  sums exp2(s * c - lse2) over the valid query rows (a row reduction, no cross-warp traffic).
 
 Span handling (``SPAN_MODE``: 0 none, 1 zero, 2 renorm). In renorm mode only key blocks intersecting the
 band |q - k| <= r are visited. In zero mode the normalizer and the statistics need every valid key, but
@@ -49,6 +50,28 @@ def _dot(a, b, DOT_PRECISION: tl.constexpr, UPCAST_DOT: tl.constexpr):
 
 
 @triton.jit
+def _dot_acc(a, b, acc, DOT_PRECISION: tl.constexpr, UPCAST_DOT: tl.constexpr):
+    """acc + a @ b, accumulating in the dot itself (no separate product tile held next to ``acc``)."""
+    if UPCAST_DOT:
+        return tl.dot(a.to(tl.float32), b.to(tl.float32), acc, input_precision="ieee")
+    else:
+        return tl.dot(a, b, acc, input_precision=DOT_PRECISION)
+
+
+@triton.jit
+def _bias_offsets(offs_m, offs_n, stride_bq, stride_bk):
+    """Element offsets [BLOCK_M, BLOCK_N] of bias[q, k] inside one (b, h) slice, in int64: a dense bias has
+    stride_bq = T, so q * stride_bq passes 2**31 from T ~ 46 341 on (int32 offsets wrapped around)."""
+    return offs_m.to(tl.int64)[:, None] * stride_bq + offs_n.to(tl.int64)[None, :] * stride_bk
+
+
+@triton.jit
+def _bias_offsets_t(offs_n, offs_m, stride_bq, stride_bk):
+    """Element offsets [BLOCK_N, BLOCK_M] of bias[q, k] (transposed: keys as rows), in int64."""
+    return offs_n.to(tl.int64)[:, None] * stride_bk + offs_m.to(tl.int64)[None, :] * stride_bq
+
+
+@triton.jit
 def _fwd_inner(acc, m_i, l_i, e_i, d_i, lm_i,
                q, k_base, v_base, bias_base, w_base,
                stride_kt, stride_kd, stride_vt, stride_vd, stride_bq, stride_bk, stride_wt, stride_wl,
@@ -56,13 +79,20 @@ def _fwd_inner(acc, m_i, l_i, e_i, d_i, lm_i,
                BLOCK_N: tl.constexpr, KEY_MASK: tl.constexpr, BAND_SCORES: tl.constexpr,
                DO_PV: tl.constexpr, BAND_PV: tl.constexpr, HAS_BIAS: tl.constexpr, EVEN_D: tl.constexpr,
                WANT_ENTROPY: tl.constexpr, WANT_DISTANCE: tl.constexpr, WANT_LABELS: tl.constexpr,
-               DOT_PRECISION: tl.constexpr, UPCAST_DOT: tl.constexpr, FUSED_SCALE: tl.constexpr):
+               DOT_PRECISION: tl.constexpr, UPCAST_DOT: tl.constexpr, FUSED_SCALE: tl.constexpr,
+               DIST_SIDE: tl.constexpr = 0):
     """Process key blocks [lo, hi) (lo a multiple of BLOCK_N) and return the updated running state.
 
     KEY_MASK: some keys of a block may be >= length (else every key is valid and loads are unmasked).
     BAND_SCORES: keys with abs(q-k) > span are excluded from the softmax (renorm).
     DO_PV / BAND_PV: accumulate P@V, with the band mask on P (zero mode) or not.
+    DIST_SIDE: where the keys of every block in [lo, hi) lie relative to every query row of the program:
+    0 anywhere (distance sums p * abs(q - k) per score), 1 all left (k < q), 2 all right (k > q). Off the
+    diagonal, sum_k p abs(q - k) = +-((q - n0) sum_k p - sum_j p j) with k = n0 + j: one FMA per score
+    (p * j, j the key's position in the block) instead of a subtract, an abs and an FMA, and sum_k p is
+    the l update's own sum.
     """
+    arange_n = tl.arange(0, BLOCK_N).to(tl.float32)  # key positions inside a block, as floats
     for start_n in range(lo, hi, BLOCK_N):
         start_n = tl.multiple_of(start_n, BLOCK_N)
         offs_n = start_n + tl.arange(0, BLOCK_N)
@@ -89,11 +119,11 @@ def _fwd_inner(acc, m_i, l_i, e_i, d_i, lm_i,
                 s = tl.where(tl.abs(offs_m[:, None] - offs_n[None, :]) <= span, s, float("-inf"))
             m_new = tl.maximum(m_i, tl.max(s, 1) * qk_scale)
             m_use = tl.where(m_new == float("-inf"), 0.0, m_new)  # rows with nothing admissible yet
-            x = s * qk_scale - m_use[:, None]
+            x = tl.fma(s, qk_scale, -m_use[:, None])  # explicit: Triton's default FP fusion is going away
         else:
             s = s * qk_scale
             if HAS_BIAS:
-                b_ptrs = bias_base + offs_m[:, None] * stride_bq + offs_n[None, :] * stride_bk
+                b_ptrs = bias_base + _bias_offsets(offs_m, offs_n, stride_bq, stride_bk)
                 b = tl.load(b_ptrs, mask=(offs_m[:, None] < T) & key_ok[None, :], other=0.0)
                 s = s + b.to(tl.float32) * 1.4426950408889634  # 1/ln 2: bias into base-2 units
             if KEY_MASK:
@@ -105,6 +135,7 @@ def _fwd_inner(acc, m_i, l_i, e_i, d_i, lm_i,
             x = s - m_use[:, None]  # base-2 score minus the running max (<= 0, or -inf)
         alpha = tl.math.exp2(m_i - m_use)  # 0 while m_i = -inf (l_i = 0 then)
         p = tl.math.exp2(x)
+        p_sum = tl.sum(p, 1)
         if WANT_ENTROPY:
             # (m_old - m_new) * l_old, written so that m_old = -inf (l_old = 0) gives 0, not -inf * 0
             shift = (tl.where(l_i > 0, m_i, m_use) - m_use) * l_i
@@ -113,14 +144,23 @@ def _fwd_inner(acc, m_i, l_i, e_i, d_i, lm_i,
             else:
                 e_i = alpha * (e_i + shift) + tl.sum(p * x, 1)
         if WANT_DISTANCE:
-            # float positions: sub + abs + fma per element (no integer->float conversion per element)
-            gap = tl.abs(offs_m.to(tl.float32)[:, None] - offs_n.to(tl.float32)[None, :])
-            d_i = alpha * d_i + tl.sum(p * gap, 1)
+            n0 = start_n.to(tl.float32)
+            if DIST_SIDE == 0:
+                # float positions: sub + abs + fma per score (no integer->float conversion per score)
+                gap = tl.abs(offs_m.to(tl.float32)[:, None] - (n0 + arange_n)[None, :])
+                d_i = alpha * d_i + tl.sum(p * gap, 1)
+            else:
+                pj = tl.sum(p * arange_n[None, :], 1)
+                side = (offs_m.to(tl.float32) - n0) * p_sum - pj  # sum_k p (q - k)
+                if DIST_SIDE == 1:
+                    d_i = alpha * d_i + side
+                else:
+                    d_i = alpha * d_i - side
         if WANT_LABELS:
             w_ptrs = w_base + offs_n[:, None] * stride_wt + offs_l[None, :] * stride_wl
             w = tl.load(w_ptrs, mask=key_ok[:, None] & (offs_l[None, :] < L), other=0.0)
             # in the input dtype on tensor cores, like P@V (fp32 inputs: exact fp32 products)
-            lm_i = lm_i * alpha[:, None] + _dot(p.to(q.dtype), w.to(q.dtype), DOT_PRECISION, UPCAST_DOT)
+            lm_i = _dot_acc(p.to(q.dtype), w.to(q.dtype), lm_i * alpha[:, None], DOT_PRECISION, UPCAST_DOT)
         if DO_PV:
             v_ptrs = v_base + offs_n[:, None] * stride_vt + offs_d[None, :] * stride_vd
             if KEY_MASK:
@@ -137,10 +177,10 @@ def _fwd_inner(acc, m_i, l_i, e_i, d_i, lm_i,
                 pv = tl.where(tl.abs(offs_m[:, None] - offs_n[None, :]) <= span, p, 0.0)
             else:
                 pv = p
-            acc = acc * alpha[:, None] + _dot(pv.to(v.dtype), v, DOT_PRECISION, UPCAST_DOT)
+            acc = _dot_acc(pv.to(v.dtype), v, acc * alpha[:, None], DOT_PRECISION, UPCAST_DOT)
         else:
             acc = acc * alpha[:, None]
-        l_i = l_i * alpha + tl.sum(p, 1)
+        l_i = tl.fma(l_i, alpha, p_sum)
         m_i = m_new
     return acc, m_i, l_i, e_i, d_i, lm_i
 
@@ -202,20 +242,47 @@ def _attention_fwd_kernel(
     if SPAN_MODE == 0:
         # every valid key; whole blocks unmasked, then the one block that straddles the length
         full_hi = (n_end // BLOCK_N) * BLOCK_N
-        acc, m_i, l_i, e_i, d_i, lm_i = _fwd_inner(
-            acc, m_i, l_i, e_i, d_i, lm_i, q, k_base, v_base, bias_base, w_base,
-            stride_kt, stride_kd, stride_vt, stride_vd, stride_bq, stride_bk, stride_wt, stride_wl,
-            offs_m, offs_d, offs_l, length, T, D, L, qk_scale, span, 0, full_hi,
-            BLOCK_N, False, False, True, False, HAS_BIAS, EVEN_D,
-            WANT_ENTROPY, WANT_DISTANCE, WANT_LABELS, DOT_PRECISION, UPCAST_DOT,
-            FUSED_SCALE)
+        if WANT_DISTANCE:
+            # whole blocks left of the query block, touching it, right of it (the distance's cheap form
+            # off the diagonal; see _fwd_inner's DIST_SIDE)
+            left_hi = tl.minimum((start_m // BLOCK_N) * BLOCK_N, full_hi)
+            right_lo = tl.maximum(tl.minimum(tl.cdiv(start_m + BLOCK_M, BLOCK_N) * BLOCK_N, full_hi), left_hi)
+            acc, m_i, l_i, e_i, d_i, lm_i = _fwd_inner(
+                acc, m_i, l_i, e_i, d_i, lm_i, q, k_base, v_base, bias_base, w_base,
+                stride_kt, stride_kd, stride_vt, stride_vd, stride_bq, stride_bk, stride_wt, stride_wl,
+                offs_m, offs_d, offs_l, length, T, D, L, qk_scale, span, 0, left_hi,
+                BLOCK_N, False, False, True, False, HAS_BIAS, EVEN_D,
+                WANT_ENTROPY, WANT_DISTANCE, WANT_LABELS, DOT_PRECISION, UPCAST_DOT,
+                FUSED_SCALE, 1)
+            acc, m_i, l_i, e_i, d_i, lm_i = _fwd_inner(
+                acc, m_i, l_i, e_i, d_i, lm_i, q, k_base, v_base, bias_base, w_base,
+                stride_kt, stride_kd, stride_vt, stride_vd, stride_bq, stride_bk, stride_wt, stride_wl,
+                offs_m, offs_d, offs_l, length, T, D, L, qk_scale, span, left_hi, right_lo,
+                BLOCK_N, False, False, True, False, HAS_BIAS, EVEN_D,
+                WANT_ENTROPY, WANT_DISTANCE, WANT_LABELS, DOT_PRECISION, UPCAST_DOT,
+                FUSED_SCALE, 0)
+            acc, m_i, l_i, e_i, d_i, lm_i = _fwd_inner(
+                acc, m_i, l_i, e_i, d_i, lm_i, q, k_base, v_base, bias_base, w_base,
+                stride_kt, stride_kd, stride_vt, stride_vd, stride_bq, stride_bk, stride_wt, stride_wl,
+                offs_m, offs_d, offs_l, length, T, D, L, qk_scale, span, right_lo, full_hi,
+                BLOCK_N, False, False, True, False, HAS_BIAS, EVEN_D,
+                WANT_ENTROPY, WANT_DISTANCE, WANT_LABELS, DOT_PRECISION, UPCAST_DOT,
+                FUSED_SCALE, 2)
+        else:
+            acc, m_i, l_i, e_i, d_i, lm_i = _fwd_inner(
+                acc, m_i, l_i, e_i, d_i, lm_i, q, k_base, v_base, bias_base, w_base,
+                stride_kt, stride_kd, stride_vt, stride_vd, stride_bq, stride_bk, stride_wt, stride_wl,
+                offs_m, offs_d, offs_l, length, T, D, L, qk_scale, span, 0, full_hi,
+                BLOCK_N, False, False, True, False, HAS_BIAS, EVEN_D,
+                WANT_ENTROPY, WANT_DISTANCE, WANT_LABELS, DOT_PRECISION, UPCAST_DOT,
+                    FUSED_SCALE)
         acc, m_i, l_i, e_i, d_i, lm_i = _fwd_inner(
             acc, m_i, l_i, e_i, d_i, lm_i, q, k_base, v_base, bias_base, w_base,
             stride_kt, stride_kd, stride_vt, stride_vd, stride_bq, stride_bk, stride_wt, stride_wl,
             offs_m, offs_d, offs_l, length, T, D, L, qk_scale, span, full_hi, n_end,
             BLOCK_N, True, False, True, False, HAS_BIAS, EVEN_D,
             WANT_ENTROPY, WANT_DISTANCE, WANT_LABELS, DOT_PRECISION, UPCAST_DOT,
-            FUSED_SCALE)
+                FUSED_SCALE)
     else:
         # key blocks that intersect the band of this query block: [start_m - r, start_m + BLOCK_M - 1 + r]
         band_lo = tl.minimum((tl.maximum(start_m - span, 0) // BLOCK_N) * BLOCK_N, n_end)
@@ -228,7 +295,7 @@ def _attention_fwd_kernel(
                 offs_m, offs_d, offs_l, length, T, D, L, qk_scale, span, band_lo, band_hi,
                 BLOCK_N, True, True, True, False, HAS_BIAS, EVEN_D,
                 WANT_ENTROPY, WANT_DISTANCE, WANT_LABELS, DOT_PRECISION, UPCAST_DOT,
-            FUSED_SCALE)
+                FUSED_SCALE)
         else:
             # zero: normalizer and statistics over every valid key, P@V over the band only
             band_end = band_lo + ((tl.maximum(band_hi - band_lo, 0) + BLOCK_N - 1) // BLOCK_N) * BLOCK_N
@@ -238,21 +305,21 @@ def _attention_fwd_kernel(
                 offs_m, offs_d, offs_l, length, T, D, L, qk_scale, span, 0, band_lo,
                 BLOCK_N, False, False, False, False, HAS_BIAS, EVEN_D,
                 WANT_ENTROPY, WANT_DISTANCE, WANT_LABELS, DOT_PRECISION, UPCAST_DOT,
-            FUSED_SCALE)
+                FUSED_SCALE, 1)  # keys left of the band: left of every query row
             acc, m_i, l_i, e_i, d_i, lm_i = _fwd_inner(
                 acc, m_i, l_i, e_i, d_i, lm_i, q, k_base, v_base, bias_base, w_base,
                 stride_kt, stride_kd, stride_vt, stride_vd, stride_bq, stride_bk, stride_wt, stride_wl,
                 offs_m, offs_d, offs_l, length, T, D, L, qk_scale, span, band_lo, band_hi,
                 BLOCK_N, True, False, True, True, HAS_BIAS, EVEN_D,
                 WANT_ENTROPY, WANT_DISTANCE, WANT_LABELS, DOT_PRECISION, UPCAST_DOT,
-            FUSED_SCALE)
+                FUSED_SCALE)
             acc, m_i, l_i, e_i, d_i, lm_i = _fwd_inner(
                 acc, m_i, l_i, e_i, d_i, lm_i, q, k_base, v_base, bias_base, w_base,
                 stride_kt, stride_kd, stride_vt, stride_vd, stride_bq, stride_bk, stride_wt, stride_wl,
                 offs_m, offs_d, offs_l, length, T, D, L, qk_scale, span, band_end, n_end,
                 BLOCK_N, True, False, False, False, HAS_BIAS, EVEN_D,
                 WANT_ENTROPY, WANT_DISTANCE, WANT_LABELS, DOT_PRECISION, UPCAST_DOT,
-            FUSED_SCALE)
+                FUSED_SCALE, 2)  # keys right of the band: right of every query row
 
     # ---- epilogue: padded rows 0; empty rows (l = 0) out 0, lse -inf, stats 0; masked heads NaN stats
     row_valid = offs_m < length
@@ -327,8 +394,11 @@ def _colmass_kernel(
     m_end = tl.where(active, length, 0)
     key_ok = offs_n < length
 
-    kt_ptrs = K + b64 * stride_kb + h64 * stride_kh + offs_n[None, :] * stride_kt + offs_d[:, None] * stride_kd
-    kt = tl.load(kt_ptrs, mask=(offs_n[None, :] < m_end) & (offs_d[:, None] < D), other=0.0)
+    # The key block is the row side: S^T = K Q^T ([BLOCK_N keys, BLOCK_M queries]) and each key's column sum
+    # is a ROW reduction over the queries (the dK/dV structure of the Triton tutorial's backward). Reducing
+    # S = Q K^T over its rows instead crossed warps, through shared memory, with ~9 barriers per query block.
+    k_ptrs = K + b64 * stride_kb + h64 * stride_kh + offs_n[:, None] * stride_kt + offs_d[None, :] * stride_kd
+    kb = tl.load(k_ptrs, mask=(offs_n[:, None] < m_end) & (offs_d[None, :] < D), other=0.0)
     q_base = Q + b64 * stride_qb + h64 * stride_qh
     bias_base = Bias + b64 * stride_bb + h64 * stride_bh
     lse_base = Lse + bh.to(tl.int64) * T
@@ -344,24 +414,27 @@ def _colmass_kernel(
         start_m = tl.multiple_of(start_m, BLOCK_M)
         offs_m = start_m + tl.arange(0, BLOCK_M)
         row_ok = offs_m < length
-        q_ptrs = q_base + offs_m[:, None] * stride_qt + offs_d[None, :] * stride_qd
+        qt_ptrs = q_base + offs_m[None, :] * stride_qt + offs_d[:, None] * stride_qd  # Q^T [BLOCK_D, BLOCK_M]
         if EVEN_D:
-            q = tl.load(q_ptrs, mask=row_ok[:, None], other=0.0)
+            qt = tl.load(qt_ptrs, mask=row_ok[None, :], other=0.0)
         else:
-            q = tl.load(q_ptrs, mask=row_ok[:, None] & (offs_d[None, :] < D), other=0.0)
-        s = _dot(q, kt, DOT_PRECISION, UPCAST_DOT) * qk_scale
-        if HAS_BIAS:
-            b_ptrs = bias_base + offs_m[:, None] * stride_bq + offs_n[None, :] * stride_bk
-            bv = tl.load(b_ptrs, mask=row_ok[:, None] & key_ok[None, :], other=0.0)
-            s = s + bv.to(tl.float32) * 1.4426950408889634  # 1/ln 2
-        s = tl.where(key_ok[None, :], s, float("-inf"))
-        if SPAN_MODE == 2:
-            s = tl.where(tl.abs(offs_m[:, None] - offs_n[None, :]) <= span, s, float("-inf"))
+            qt = tl.load(qt_ptrs, mask=row_ok[None, :] & (offs_d[:, None] < D), other=0.0)
+        st = _dot(kb, qt, DOT_PRECISION, UPCAST_DOT)
+        # lse in base 2 (one multiply per query row, not per score); padded and empty rows (lse = -inf) add
+        # nothing: exp2(s - inf) = 0. (!= -inf, not > -inf: a NaN lse, from NaN scores, must make the
+        # column NaN, as in the reference.)
         lse2 = tl.load(lse_base + offs_m, mask=row_ok, other=0.0) * 1.4426950408889634  # 1/ln 2
-        # padded rows and empty rows (lse = -inf) contribute nothing: exp2(s - inf) = 0
-        lse2 = tl.where(row_ok & (lse2 > float("-inf")), lse2, float("inf"))
-        p = tl.math.exp2(s - lse2[:, None])
-        col += tl.sum(p, 0)
+        lse2 = tl.where(row_ok & (lse2 != float("-inf")), lse2, float("inf"))
+        if HAS_BIAS:
+            bt_ptrs = bias_base + _bias_offsets_t(offs_n, offs_m, stride_bq, stride_bk)  # bias^T [BLOCK_N, BLOCK_M]
+            bv = tl.load(bt_ptrs, mask=row_ok[None, :] & key_ok[:, None], other=0.0)
+            x = tl.fma(st, qk_scale, bv.to(tl.float32) * 1.4426950408889634 - lse2[None, :])  # 1/ln 2
+        else:
+            x = tl.fma(st, qk_scale, -lse2[None, :])  # s * c - lse2: one FMA per score
+        if SPAN_MODE == 2:
+            x = tl.where(tl.abs(offs_n[:, None] - offs_m[None, :]) <= span, x, float("-inf"))
+        col += tl.sum(tl.math.exp2(x), 1)
+    # keys past the length are never admissible (their K rows were loaded as 0): 0 here
     colmass = tl.where(key_ok, col, 0.0)
     if HAS_HEAD_MASK:
         colmass = tl.where((offs_n >= 0) & (keep == 0), float("nan"), colmass)

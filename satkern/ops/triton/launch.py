@@ -61,6 +61,8 @@ def _prune_fwd(configs, named_args, **kwargs):
             return False
         if labels and (bm * bn > 128 * 64 or (bd >= 128 and bm > 64)):  # label accumulator: spills
             return False
+        if bd >= 256 and (bm > 64 or bn > 64):  # D = 129..256: a [BM, 256] fp32 accumulator; 64 x 64 at most
+            return False
         if (kwargs.get("DOT_PRECISION") == "ieee") != (bm == 32):  # fp32 FMA dots: 32-row tiles only
             return False
         return True
@@ -72,8 +74,10 @@ def _prune_fwd(configs, named_args, **kwargs):
 def _prune_col(configs, named_args, **kwargs):
     tb = named_args["T_BUCKET"]
     ieee = kwargs.get("DOT_PRECISION") == "ieee"
+    wide = kwargs.get("BLOCK_D", 64) >= 256  # the K block [BLOCK_N, 256] stays in registers: 64 keys at most
     keep = [c for c in configs if c.kwargs["BLOCK_N"] <= max(tb, 64) and c.kwargs["BLOCK_M"] <= max(tb, 32)
-            and not (ieee and c.kwargs["BLOCK_M"] * c.kwargs["BLOCK_N"] > 32 * 64)]
+            and not (ieee and c.kwargs["BLOCK_M"] * c.kwargs["BLOCK_N"] > 32 * 64)
+            and not (wide and c.kwargs["BLOCK_N"] > 64)]
     return keep or configs[-1:]
 
 

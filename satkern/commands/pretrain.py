@@ -1,0 +1,63 @@
+"""``satkern pretrain``: Mockingjay pre-training (:func:`satkern.pretrain.pretrain`)."""
+from __future__ import annotations
+
+import argparse
+import sys
+
+NAME = "pretrain"
+HELP = "Mockingjay pre-training of an s3prl-format transformer on an aligned corpus"
+DESCRIPTION = ("Mockingjay pre-training (masked acoustic model, L1 reconstruction of masked log-mel frames) of an "
+               "s3prl-format transformer. Writes s3prl-layout checkpoints states-<step>.ckpt, loss.csv and "
+               "summary.json to --out; --resume continues a killed run bit for bit.")
+
+
+def add_arguments(ap: argparse.ArgumentParser) -> None:
+    from ..pretrain import PretrainConfig
+
+    d = PretrainConfig(corpus="", out="")
+    ap.add_argument("--corpus", required=True, help="aligned corpus (TIMIT layout: its TRAIN/ split is used)")
+    ap.add_argument("--out", required=True, help="output folder (must be new or empty unless --resume)")
+    ap.add_argument("--split", default=d.split, help=f"subfolder of --corpus to train on, if present (default {d.split})")
+    ap.add_argument("--layers", type=int, default=d.layers, help=f"transformer layers (default {d.layers})")
+    ap.add_argument("--hidden", type=int, default=d.hidden, help=f"hidden size (default {d.hidden})")
+    ap.add_argument("--heads", type=int, default=d.heads, help=f"attention heads per layer (default {d.heads})")
+    ap.add_argument("--ffn", type=int, default=d.ffn, help=f"feed-forward size (default {d.ffn})")
+    ap.add_argument("--downsample", type=int, default=d.downsample, help=f"frames stacked per model frame (default {d.downsample})")
+    ap.add_argument("--n-mels", type=int, default=d.n_mels, help=f"log-mel bins (default {d.n_mels})")
+    ap.add_argument("--mask-consecutive", type=int, default=d.mask_consecutive,
+                    help=f"C: consecutive (stacked) frames per masked span (default {d.mask_consecutive})")
+    ap.add_argument("--mask-proportion", type=float, default=d.mask_proportion,
+                    help=f"share of frames masked, s3prl's mask_proportion (default {d.mask_proportion})")
+    ap.add_argument("--steps", type=int, default=d.steps, help=f"optimizer steps (default {d.steps})")
+    ap.add_argument("--batch-seconds", type=float, default=d.batch_seconds,
+                    help=f"padded audio seconds per batch (default {d.batch_seconds})")
+    ap.add_argument("--lr", type=float, default=d.lr, help=f"peak AdamW learning rate (default {d.lr})")
+    ap.add_argument("--warmup", type=float, default=d.warmup, help=f"warm-up share of the steps (default {d.warmup})")
+    ap.add_argument("--weight-decay", type=float, default=d.weight_decay, help=f"AdamW weight decay (default {d.weight_decay})")
+    ap.add_argument("--dropout", type=float, default=d.dropout, help=f"dropout (default {d.dropout})")
+    ap.add_argument("--seed", type=int, default=d.seed, help=f"seed (default {d.seed})")
+    ap.add_argument("--save-every", type=int, default=d.save_every, help=f"checkpoint every N steps (default {d.save_every})")
+    ap.add_argument("--attention", choices=["sdpa", "eager"], default=d.attention,
+                    help="attention during training: torch SDPA or the eager map (default sdpa)")
+    ap.add_argument("--device", default=d.device, help="cpu, cuda, cuda:N (default cpu)")
+    ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: torch's choice)")
+    ap.add_argument("--resume", action="store_true", help="continue the run checkpointed in --out")
+    ap.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def run(args) -> int:
+    from ..pretrain import PretrainConfig, pretrain
+
+    cfg = PretrainConfig(corpus=args.corpus, out=args.out, split=args.split, layers=args.layers, hidden=args.hidden,
+                         heads=args.heads, ffn=args.ffn, downsample=args.downsample, n_mels=args.n_mels,
+                         mask_consecutive=args.mask_consecutive, mask_proportion=args.mask_proportion,
+                         steps=args.steps, batch_seconds=args.batch_seconds, lr=args.lr, warmup=args.warmup,
+                         weight_decay=args.weight_decay, dropout=args.dropout, seed=args.seed,
+                         save_every=args.save_every, attention=args.attention, device=args.device,
+                         threads=args.threads, resume=args.resume,
+                         progress=not args.no_progress and sys.stderr.isatty())
+    s = pretrain(cfg)
+    print(f"pretrained {s['steps']} steps ({s['transformer_parameters']:,} transformer parameters) on "
+          f"{s['utterances']} utterances; final loss {s['final_loss']:.4f}; "
+          f"{s['wall_seconds_this_run']:.0f} s this run on {s['device']}; checkpoint {s['checkpoint']}")
+    return 0

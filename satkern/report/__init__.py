@@ -1,0 +1,65 @@
+"""``satkern report``: the paper's figures for a user's own runs, as one offline HTML page.
+
+:func:`write_report` reads the output folders of ``satkern analyze`` (with ``--maps K`` for the
+attention maps), ``satkern segment`` and ``satkern rank`` -- any subset -- and writes one
+self-contained HTML file. Parts: :mod:`.load` (reading and checking run folders),
+:mod:`.figures` (one function per figure, data in, matplotlib ``Figure`` out), :mod:`.html`
+(the page), :mod:`.browser` (headless Chromium check, for tests and screenshots).
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import List, Sequence
+
+import matplotlib
+
+from .load import MAKES as MAKES_HINT, ReportData, RunFolderError, load_runs
+
+matplotlib.use("Agg", force=False)  # library code never opens a window; figures use the object API anyway
+
+__all__ = ["write_report", "ReportResult", "RunFolderError", "load_runs", "ReportData", "MAKES_HINT"]
+
+
+@dataclass
+class ReportResult:
+    path: Path
+    size_bytes: int
+    sections_missing: List[str]  # keys of load.MAKES the page says how to make
+    folders: List[Path]
+
+
+def _check_out(out) -> Path:
+    out = Path(out)
+    if out.is_dir():
+        raise ValueError(f"satkern report: --out {out} is a folder; give the path of the HTML file to write")
+    parent = out.parent if str(out.parent) else Path(".")
+    if not parent.is_dir():
+        raise FileNotFoundError(f"satkern report: --out {out}: folder {parent} does not exist (create it first)")
+    return out
+
+
+def write_report(run_dirs: Sequence, out, *, progress: bool = False) -> ReportResult:
+    """Read ``run_dirs``, render the page and write it to ``out`` atomically (temp file + rename).
+
+    Raises ``FileNotFoundError`` (a missing run folder, or ``out``'s folder missing) or
+    ``ValueError`` (:class:`RunFolderError`: not a run folder, corrupt files, runs of different
+    models) before anything is written. ``progress``: a progress bar over the sections.
+    """
+    from .html import render
+
+    out = _check_out(out)
+    data = load_runs(run_dirs)
+    page = render(data, progress=progress).encode("utf-8")
+    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
+    try:
+        with open(tmp, "wb") as f:
+            f.write(page)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, out)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return ReportResult(path=out, size_bytes=len(page), sections_missing=data.missing(), folders=list(data.folders))

@@ -1,0 +1,240 @@
+"""Open a report in headless Chromium and check it: the images loaded, nothing left the page,
+the console stayed clean; take a screenshot.
+
+Talks the Chrome DevTools protocol over ``--remote-debugging-pipe`` (JSON messages ending in a
+NUL byte; Chromium reads commands on file descriptor 3 and writes replies and events on 4), so
+it needs no network port and no Python package beyond the standard library. Used by the browser
+test (``tests/report/test_browser.py``) and ``scripts/report_screenshot.py``.
+"""
+from __future__ import annotations
+
+import json
+import os
+import queue
+import shutil
+import subprocess
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import List, Optional, Sequence
+
+CHROMIUM_NAMES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
+
+
+def find_chromium() -> Optional[str]:
+    """Path of a Chromium/Chrome executable (``$SATKERN_CHROMIUM`` first), or ``None``."""
+    env = os.environ.get("SATKERN_CHROMIUM")
+    if env:
+        return env if Path(env).exists() else None
+    for name in CHROMIUM_NAMES:
+        p = shutil.which(name)
+        if p:
+            return p
+    return None
+
+
+@dataclass
+class PageCheck:
+    """What the browser saw when it opened the page."""
+
+    url: str
+    images: List[dict] = field(default_factory=list)  # {"src": first 60 chars, "complete", "naturalWidth", "naturalHeight"}
+    svgs: int = 0  # inline <svg> elements
+    requests: List[str] = field(default_factory=list)  # every URL the page requested (the page itself included)
+    console_errors: List[str] = field(default_factory=list)  # console.error, uncaught exceptions, log errors
+    section_ids: List[str] = field(default_factory=list)
+    table_rows: int = 0  # rows of the head table (tbody)
+    script_results: list = field(default_factory=list)  # values of the ``scripts`` run after load
+    screenshot_png: bytes = b""
+
+    @property
+    def outside_requests(self) -> List[str]:
+        """Requests other than the page's own file and inline ``data:`` URLs."""
+        return [u for u in self.requests if u != self.url and not u.startswith("data:")]
+
+    @property
+    def broken_images(self) -> List[dict]:
+        return [i for i in self.images if not i["complete"] or i["naturalWidth"] <= 0 or i["naturalHeight"] <= 0]
+
+
+class _Pipe:
+    """A minimal DevTools client over the two pipes."""
+
+    def __init__(self, proc: subprocess.Popen, write_fd: int, read_fd: int):
+        self.proc = proc
+        self.write_fd = write_fd
+        self.read_fd = read_fd
+        self.next_id = 0
+        self.replies: "queue.Queue[dict]" = queue.Queue()
+        self.events: List[dict] = []
+        self.lock = threading.Lock()
+        self.reader = threading.Thread(target=self._read, daemon=True)
+        self.reader.start()
+
+    def _read(self) -> None:
+        buf = b""
+        while True:
+            try:
+                chunk = os.read(self.read_fd, 1 << 16)
+            except OSError:
+                break
+            if not chunk:
+                break
+            buf += chunk
+            while b"\0" in buf:
+                raw, buf = buf.split(b"\0", 1)
+                msg = json.loads(raw.decode("utf-8"))
+                if "id" in msg:
+                    self.replies.put(msg)
+                else:
+                    with self.lock:
+                        self.events.append(msg)
+
+    def send(self, method: str, params: Optional[dict] = None, session: Optional[str] = None,
+             timeout: float = 60.0) -> dict:
+        self.next_id += 1
+        msg = {"id": self.next_id, "method": method, "params": params or {}}
+        if session:
+            msg["sessionId"] = session
+        os.write(self.write_fd, json.dumps(msg).encode("utf-8") + b"\0")
+        deadline = time.monotonic() + timeout
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError(f"chromium: no reply to {method} within {timeout:.0f} s")
+            try:
+                reply = self.replies.get(timeout=min(left, 1.0))
+            except queue.Empty:
+                if self.proc.poll() is not None:
+                    raise RuntimeError(f"chromium exited (code {self.proc.returncode}) while waiting for {method}")
+                continue
+            if reply.get("id") != self.next_id:
+                continue  # a late reply to an earlier command
+            if "error" in reply:
+                raise RuntimeError(f"chromium: {method} failed: {reply['error']}")
+            return reply.get("result", {})
+
+    def wait_event(self, method: str, session: Optional[str], timeout: float) -> dict:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with self.lock:
+                for e in self.events:
+                    if e.get("method") == method and e.get("sessionId") == session:
+                        return e
+            time.sleep(0.05)
+        raise TimeoutError(f"chromium: no {method} event within {timeout:.0f} s")
+
+    def session_events(self, session: str) -> List[dict]:
+        with self.lock:
+            return [e for e in self.events if e.get("sessionId") == session]
+
+
+_PAGE_PROBE = """(() => ({
+  images: Array.from(document.images).map(i => ({src: i.src.slice(0, 60), complete: i.complete,
+                                                  naturalWidth: i.naturalWidth, naturalHeight: i.naturalHeight})),
+  svgs: document.querySelectorAll('svg').length,
+  sections: Array.from(document.querySelectorAll('section[id]')).map(s => s.id),
+  rows: document.querySelectorAll('table.heads tbody tr').length,
+  height: Math.ceil(document.documentElement.scrollHeight),
+}))()"""
+
+
+def check_page(html_path, *, width: int = 1280, max_height: int = 16000, timeout: float = 90.0,
+               chromium: Optional[str] = None, screenshot: bool = True, scripts: Sequence[str] = ()) -> PageCheck:
+    """Open ``html_path`` (a file) in headless Chromium and report what it loaded.
+
+    Host names resolve to nothing (``--host-resolver-rules``), so a page that tried the network
+    would fail to load it -- and the attempt is still listed in ``requests``. The screenshot
+    is of the whole page (``width`` CSS pixels wide, at most ``max_height`` tall). ``scripts``:
+    JavaScript expressions evaluated in the page after it loaded, in order (``script_results``).
+    """
+    exe = chromium or find_chromium()
+    if exe is None:
+        raise FileNotFoundError("no chromium executable found (apt-get install chromium)")
+    url = Path(html_path).resolve().as_uri()
+    profile = tempfile.mkdtemp(prefix="satkern-chromium-")
+    # fds 3 (commands to chromium) and 4 (replies from chromium), as --remote-debugging-pipe expects
+    to_child_r, to_child_w = os.pipe()
+    from_child_r, from_child_w = os.pipe()
+    args = [exe, "--headless", "--remote-debugging-pipe", "--no-sandbox", "--disable-gpu",
+            "--disable-dev-shm-usage", "--no-first-run", "--no-default-browser-check", "--disable-extensions",
+            "--disable-background-networking", "--disable-component-update", "--disable-sync",
+            "--host-resolver-rules=MAP * ~NOTFOUND", f"--user-data-dir={profile}", "about:blank"]
+
+    def child_fds():  # in the child, before exec: move the pipe ends to fds 3 and 4
+        import fcntl
+
+        high_r = fcntl.fcntl(to_child_r, fcntl.F_DUPFD, 10)  # copies above 10 first: no clash with 3/4
+        high_w = fcntl.fcntl(from_child_w, fcntl.F_DUPFD, 10)
+        os.dup2(high_r, 3)
+        os.dup2(high_w, 4)
+
+    proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            pass_fds=(3, 4, to_child_r, from_child_w), preexec_fn=child_fds, close_fds=True)
+    os.close(to_child_r)
+    os.close(from_child_w)
+    cdp = _Pipe(proc, to_child_w, from_child_r)
+    try:
+        target = cdp.send("Target.createTarget", {"url": "about:blank"}, timeout=timeout)["targetId"]
+        session = cdp.send("Target.attachToTarget", {"targetId": target, "flatten": True})["sessionId"]
+        for domain in ("Page", "Runtime", "Log", "Network"):
+            cdp.send(f"{domain}.enable", session=session)
+        cdp.send("Emulation.setDeviceMetricsOverride", {"width": width, "height": 900, "deviceScaleFactor": 1,
+                                                        "mobile": False}, session=session)
+        cdp.send("Page.navigate", {"url": url}, session=session, timeout=timeout)
+        cdp.wait_event("Page.loadEventFired", session, timeout)
+        # wait until every image has decoded (data: URLs decode asynchronously after load)
+        probe = None
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            probe = cdp.send("Runtime.evaluate", {"expression": _PAGE_PROBE, "returnByValue": True},
+                             session=session)["result"]["value"]
+            if all(i["complete"] for i in probe["images"]):
+                break
+            time.sleep(0.2)
+        check = PageCheck(url=url, images=probe["images"], svgs=probe["svgs"], section_ids=probe["sections"],
+                          table_rows=probe["rows"])
+        for expr in scripts:
+            r = cdp.send("Runtime.evaluate", {"expression": expr, "returnByValue": True}, session=session)
+            if "exceptionDetails" in r:
+                raise RuntimeError(f"chromium: script failed: {r['exceptionDetails'].get('text')}: {expr[:80]}")
+            check.script_results.append(r["result"].get("value"))
+        if screenshot:
+            height = max(300, min(int(probe["height"]), max_height))
+            cdp.send("Emulation.setDeviceMetricsOverride", {"width": width, "height": height, "deviceScaleFactor": 1,
+                                                            "mobile": False}, session=session)
+            shot = cdp.send("Page.captureScreenshot", {"format": "png"}, session=session, timeout=timeout)
+            import base64
+
+            check.screenshot_png = base64.b64decode(shot["data"])
+        time.sleep(0.2)  # let late console events arrive
+        for e in cdp.session_events(session):
+            m, p = e.get("method"), e.get("params", {})
+            if m == "Network.requestWillBeSent":
+                check.requests.append(p["request"]["url"])
+            elif m == "Runtime.consoleAPICalled" and p.get("type") in ("error", "assert"):
+                check.console_errors.append(" ".join(str(a.get("value", a.get("description", ""))) for a in p.get("args", [])))
+            elif m == "Runtime.exceptionThrown":
+                d = p.get("exceptionDetails", {})
+                check.console_errors.append(d.get("exception", {}).get("description") or d.get("text", "exception"))
+            elif m == "Log.entryAdded" and p.get("entry", {}).get("level") == "error":
+                check.console_errors.append(f"{p['entry'].get('source')}: {p['entry'].get('text')} {p['entry'].get('url', '')}")
+        try:
+            cdp.send("Browser.close", timeout=10)
+        except Exception:
+            pass
+        return check
+    finally:
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=10)
+        for fd in (to_child_w, from_child_r):
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+        shutil.rmtree(profile, ignore_errors=True)

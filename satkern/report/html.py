@@ -1,0 +1,335 @@
+"""The report page: one self-contained HTML file (inline PNG figures, inline CSS and script).
+
+The page makes no request of any kind: every figure is a ``data:`` URL, the sort script and the
+style sheet are inline, and a Content-Security-Policy (``default-src 'none'``) tells the browser
+to refuse anything else. Every number shown is read from the run files (:mod:`.load`).
+"""
+from __future__ import annotations
+
+import base64
+import datetime as _dt
+import html
+import math
+from typing import List, Optional
+
+import numpy as np
+
+from . import figures
+from .load import MAKES, ReportData
+
+CSP = ("default-src 'none'; img-src data:; style-src 'unsafe-inline'; script-src 'unsafe-inline'; "
+       "base-uri 'none'; form-action 'none'")
+
+STYLE = """
+body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:0;color:#222;background:#fafafa}
+header{background:#263238;color:#fff;padding:14px 28px}
+header h1{margin:0;font-size:22px} header p{margin:4px 0 0;font-size:13px;color:#cfd8dc}
+nav{padding:8px 28px;background:#eceff1;font-size:14px;position:sticky;top:0;z-index:2}
+nav a{margin-right:16px;color:#37474f;text-decoration:none} nav a:hover{text-decoration:underline}
+main{padding:0 28px 40px;max-width:1400px}
+section{background:#fff;border:1px solid #e0e0e0;border-radius:6px;margin:18px 0;padding:8px 20px 16px}
+h2{font-size:18px;border-bottom:1px solid #eee;padding-bottom:6px} h3{font-size:15px;margin:14px 0 6px}
+.banner{background:#b71c1c;color:#fff;padding:10px 28px;font-weight:600}
+.missing{background:#fff8e1;border-left:4px solid #ffb300;padding:6px 10px;font-size:14px}
+code{background:#f1f1f1;padding:1px 4px;border-radius:3px;font-size:13px}
+table{border-collapse:collapse;font-size:13px;margin:6px 0}
+th,td{border:1px solid #e0e0e0;padding:3px 8px;text-align:right} th{background:#f5f5f5}
+td.t,th.t{text-align:left}
+table.sortable th{cursor:pointer;user-select:none} table.sortable th[data-dir=asc]::after{content:" \\25B2"}
+table.sortable th[data-dir=desc]::after{content:" \\25BC"}
+.scroll{max-height:420px;overflow:auto;display:inline-block;border:1px solid #eee}
+.figs{display:flex;flex-wrap:wrap;gap:14px;align-items:flex-start}
+figure{margin:0} figcaption{font-size:12px;color:#555;max-width:560px}
+img{max-width:100%;height:auto}
+.cat-global{color:#1f77b4}.cat-vertical{color:#d62728}.cat-diagonal{color:#2ca02c}
+.src{font-size:12px;color:#777}
+"""
+
+# click a header to sort by it (numeric when both cells parse as numbers), click again to reverse
+SORT_SCRIPT = """
+document.querySelectorAll('table.sortable').forEach(function (table) {
+  var heads = table.tHead.rows[0].cells;
+  Array.prototype.forEach.call(heads, function (th, col) {
+    th.addEventListener('click', function () {
+      var asc = th.getAttribute('data-dir') !== 'asc';
+      Array.prototype.forEach.call(heads, function (h) { h.removeAttribute('data-dir'); });
+      th.setAttribute('data-dir', asc ? 'asc' : 'desc');
+      var body = table.tBodies[0];
+      var rows = Array.prototype.slice.call(body.rows);
+      rows.sort(function (a, b) {
+        var x = a.cells[col].getAttribute('data-sort'), y = b.cells[col].getAttribute('data-sort');
+        var nx = parseFloat(x), ny = parseFloat(y);
+        var c = (!isNaN(nx) && !isNaN(ny)) ? nx - ny : String(x).localeCompare(String(y));
+        return asc ? c : -c;
+      });
+      rows.forEach(function (r) { body.appendChild(r); });
+    });
+  });
+});
+"""
+
+SECTIONS = (("overview", "Overview"), ("head-map", "Head map"), ("attention-maps", "Attention maps"),
+            ("segmentation", "Segmentation"), ("phoneme-relations", "Phoneme relations"), ("pruning", "Pruning"))
+
+
+def _e(x) -> str:
+    return html.escape(str(x), quote=True)
+
+
+def _fmt(x, digits: int = 4) -> str:
+    if x is None:
+        return ""
+    if isinstance(x, (float, np.floating)):
+        if math.isnan(x):
+            return "NaN"
+        return f"{x:.{digits}f}" if abs(x) < 1e5 else f"{x:.4g}"
+    return str(x)
+
+
+def _img(fig, alt: str, caption: str = "") -> str:
+    data = base64.b64encode(figures.to_png(fig)).decode("ascii")
+    fig.clear()
+    cap = f"<figcaption>{_e(caption)}</figcaption>" if caption else ""
+    return f'<figure><img alt="{_e(alt)}" src="data:image/png;base64,{data}">{cap}</figure>'
+
+
+def _missing(part: str, what: str) -> str:
+    return f'<p class="missing">{_e(what)} not in the given runs: make it with <code>{_e(MAKES[part])}</code>.</p>'
+
+
+def _kv_table(rows) -> str:
+    body = "".join(f'<tr><th class="t">{_e(k)}</th><td class="t">{_e(v)}</td></tr>' for k, v in rows if v not in (None, ""))
+    return f"<table>{body}</table>"
+
+
+def _frame_table(df, columns: List[str], cls: str = "", sortable: bool = True, digits: int = 4) -> str:
+    from pandas.api.types import is_numeric_dtype
+
+    head = "".join(f"<th>{_e(c)}</th>" if is_numeric_dtype(df[c]) else f'<th class="t">{_e(c)}</th>' for c in columns)
+    rows = []
+    for rec in df[columns].itertuples(index=False):
+        cells = []
+        for c, v in zip(columns, rec):
+            if isinstance(v, (float, np.floating, int, np.integer)) and not isinstance(v, bool):
+                sort = "NaN" if (isinstance(v, float) and math.isnan(v)) else repr(float(v))
+                cells.append(f'<td data-sort="{sort}">{_e(_fmt(v, digits))}</td>')
+            else:
+                extra = f' class="t cat-{_e(v)}"' if c == "category" else ' class="t"'
+                cells.append(f'<td{extra} data-sort="{_e(v)}">{_e(v)}</td>')
+        rows.append("<tr>" + "".join(cells) + "</tr>")
+    classes = " ".join(x for x in (cls, "sortable" if sortable else "") if x)
+    return f'<div class="scroll"><table class="{classes}"><thead><tr>{head}</tr></thead><tbody>{"".join(rows)}</tbody></table></div>'
+
+
+def _model_line(summary: dict) -> str:
+    m = summary.get("model")
+    if isinstance(m, dict):
+        parts = [str(m.get("name") or m.get("spec") or "?")]
+        if m.get("family"):
+            parts.append(f"({m['family']})")
+        if m.get("layers") and m.get("heads"):
+            parts.append(f"{m['layers']} layers x {m['heads']} heads")
+        return " ".join(parts)
+    return str(m) if m else ""
+
+
+def _overview(data: ReportData) -> str:
+    out = []
+    a = data.analyze
+    summary = a.summary if a else (data.segment or data.rank).summary
+    versions = summary.get("versions") or {}
+    corpus = summary.get("corpus") if isinstance(summary.get("corpus"), dict) else {"path": summary.get("corpus")}
+    counts = summary.get("counts") or {}
+    hours = summary.get("audio_hours")
+    rows = [("model", _model_line(summary)),
+            ("corpus", " ".join(str(x) for x in (corpus.get("path"), f"({corpus['layout']})" if corpus.get("layout") else "")
+                                if x)),
+            ("utterances analyzed", counts.get("utterances_analyzed")),
+            ("utterances skipped", counts.get("utterances_skipped")),
+            ("audio", f"{hours:.4f} h ({hours * 3600:.1f} s)" if isinstance(hours, (int, float)) else None),
+            ("device", summary.get("device")),
+            ("attention backend", ", ".join((summary.get("backend") or {}).get("used", []))
+             if isinstance(summary.get("backend"), dict) else summary.get("backend")),
+            ("versions", ", ".join(f"{k} {v}" for k, v in versions.items())),
+            ("git commit", summary.get("git_commit")),
+            ("run folders", ", ".join(str(p) for p in data.folders))]
+    out.append(_kv_table(rows))
+    if a is None:
+        out.append(_missing("analyze", "The per-head analysis (head table, head map, attention maps, PRMs)"))
+        return "".join(out)
+    df = a.heads
+    cats = ", ".join(f"{c} {int((df['category'] == c).sum())}" for c in ("global", "vertical", "diagonal"))
+    out.append(f"<h3>Heads ({len(df)}; {cats}); click a column to sort</h3>")
+    out.append(_frame_table(df, [c for c in ("layer", "head", "G", "V", "D", "W", "category", "n_utterances")
+                                 if c in df.columns], cls="heads"))
+    out.append('<p class="src">G globalness (mean row entropy), V verticality (-entropy of the column mass), '
+               'D diagonality (-mean distance from the diagonal / T), W max weight; corpus means over utterances, '
+               f'from <code>{_e(a.path / "heads.csv")}</code>.</p>')
+    return "".join(out)
+
+
+def _head_map(data: ReportData) -> str:
+    a = data.analyze
+    if a is None:
+        return _missing("analyze", "Head metrics")
+    df = a.heads
+    figs = [_img(figures.head_scatter(df["G"], df["V"], df["D"], df["category"]), "G/V/D scatter of every head"),
+            _img(figures.category_counts(df["layer"], df["category"]), "head categories per layer"),
+            _img(figures.rank_g_vs_w(df["G"], df["W"], df["category"]), "rank by G against rank by W (Fig. 6a)",
+                 "Fig. 6a: each head's place in the pruning order by G against the max-weight baseline's order.")]
+    return f'<div class="figs">{"".join(figs)}</div>'
+
+
+def _attention_maps(data: ReportData) -> str:
+    a = data.analyze
+    if a is None:
+        return _missing("analyze", "Attention maps")
+    z = a.maps
+    if z is None:
+        return _missing("maps", "Attention maps (maps.npz)")
+    out = ['<p>The most global, vertical and diagonal heads by their corpus value, each on the utterance '
+           'closest to its corpus mean ("average") and on the one where the metric is largest ("extreme"); '
+           'log-mel spectrogram on both axes, phone boundaries as white lines (Fig. 1).</p>']
+    fr, hop = float(z["frame_rate_hz"]), float(z["logmel_hop_s"])
+    uids = [str(u) for u in z["utt_ids"]]
+    for role in ("global", "vertical", "diagonal"):
+        idx = [i for i, r in enumerate(z["map_role"]) if str(r) == role]
+        if not idx:
+            continue
+        out.append(f'<h3 class="cat-{role}">{role.capitalize()} heads</h3><div class="figs">')
+        for i in idx:
+            j, l, h = int(z["map_utt"][i]), int(z["map_layer"][i]), int(z["map_head"][i])
+            metric, pick, value = str(z["map_metric"][i]), str(z["map_pick"][i]), float(z["map_value"][i])
+            cv = float(z["map_corpus_value"][i]) if "map_corpus_value" in z else float("nan")
+            title = f"layer {l} head {h}, {pick} utterance {uids[j]}\n{metric} = {value:.4f} here, {cv:.4f} corpus mean"
+            fig = figures.attention_map(z[str(z["map_key"][i])], z[f"logmel_{j}"], frame_rate_hz=fr, logmel_hop_s=hop,
+                                        phone_starts=z.get(f"phone_start_{j}", ()), phone_ends=z.get(f"phone_end_{j}", ()),
+                                        phone_labels=z.get(f"phone_label_{j}", ()), title=title)
+            out.append(_img(fig, f"{role} head L{l}:H{h} on {uids[j]}"))
+        out.append("</div>")
+    out.append(f'<p class="src">from <code>{_e(a.path / "maps.npz")}</code> (model {_e(str(z["model_name"]))}).</p>')
+    return "".join(out)
+
+
+def _segmentation(data: ReportData) -> str:
+    s = data.segment
+    if s is None:
+        return _missing("segment", "Phoneme segmentation (Fig. 2)")
+    out = []
+    if s.example is not None:
+        ex = s.example
+        title = f"head {ex['head']} on utterance {ex['utt_id']}: true boundaries dashed, predicted red (Fig. 2)"
+        out.append('<div class="figs">' + _img(figures.segmentation(ex["map"], ex["kf"], ex["score"], hop=float(ex["hop"]),
+                                                                     true_s=ex["true_s"], pred_s=ex["pred_s"], title=title),
+                                                "segmentation example (Fig. 2)") + "</div>")
+    else:
+        out.append('<p class="missing">The segmentation run has no example.npz: no Fig. 2 picture.</p>')
+    if s.pr_curve is not None and not s.pr_curve.empty:
+        out.append('<div class="figs">' + _img(figures.pr_curves(s.pr_curve), "precision-recall curves (Fig. 2e)") + "</div>")
+    else:
+        out.append('<p class="missing">The segmentation run has no pr_curve.csv: no Fig. 2e.</p>')
+    cols = [c for c in ("split", "features", "head", "alpha", "beta", "hits", "n_pred", "n_true", "precision", "recall",
+                        "f1", "os", "r_value") if c in s.scores.columns]
+    sc = s.scores.copy()
+    sc["head"] = sc["head"].fillna("").astype(str)
+    for c in ("split", "features"):
+        if c in sc.columns:
+            sc[c] = sc[c].fillna("").astype(str)
+    out.append("<h3>Scores (strict hits, 20 ms unless the run says otherwise)</h3>")
+    out.append(_frame_table(sc.sort_values("r_value", ascending=False).head(200), cols, cls="scores"))
+    out.append(_notes(s.summary))
+    out.append(f'<p class="src">from <code>{_e(s.path)}</code>.</p>')
+    return "".join(out)
+
+
+def _phoneme_relations(data: ReportData) -> str:
+    a = data.analyze
+    if a is None:
+        return _missing("analyze", "Phoneme relation maps (Fig. 3, 4)")
+    if a.prm is None:
+        return _missing("prm", "Phoneme relation maps (prm.npz)")
+    df, prm = a.heads, a.prm
+    labels = [str(x) for x in prm["labels"]]
+    out, figs, shown = [], [], set()
+    for metric, role in (("V", "most vertical"), ("G", "most global")):
+        vals = df[metric].to_numpy(dtype=float)
+        if np.isnan(vals).all():
+            continue
+        i = int(np.nanargmax(vals))
+        l, h = int(df["layer"][i]), int(df["head"][i])
+        if (l, h) in shown:
+            continue
+        shown.add((l, h))
+        title = f"{role} head: layer {l} head {h} ({metric} = {vals[i]:.4f}) (Fig. 3)"
+        figs.append(_img(figures.phoneme_relation_map(prm["P"][l, h], labels, title), f"PRM of layer {l} head {h}"))
+    C = prm["concentration"].reshape(-1, prm["concentration"].shape[-1])  # layer-major, as heads.csv
+    figs.append(_img(figures.verticality_vs_concentration(df["V"], C[(df["layer"] * prm["P"].shape[1] + df["head"]).to_numpy()],
+                                                          df["category"]), "V against extreme concentration (Fig. 4)"))
+    out.append('<p>P[m, n] = (P\' - P_U) / P_U: how much more (red) or less (blue) query frames of phone m attend to '
+               'key frames of phone n than uniform attention would.</p>')
+    out.append(f'<div class="figs">{"".join(figs)}</div>')
+    out.append(f'<p class="src">from <code>{_e(a.path / "prm.npz")}</code> ({len(labels)} phone labels).</p>')
+    return "".join(out)
+
+
+def _notes(summary: dict) -> str:
+    notes = summary.get("notes") or []
+    if isinstance(notes, str):
+        notes = [notes]
+    if not notes:
+        return ""
+    return "<h3>Notes from the run</h3><ul>" + "".join(f"<li>{_e(n)}</li>" for n in notes) + "</ul>"
+
+
+def _pruning(data: ReportData) -> str:
+    r = data.rank
+    if r is None:
+        return _missing("rank", "Pruning curves (Fig. 5)")
+    out = ['<div class="figs">' + _img(figures.pruning_curves(r.curves), "pruning curves (Fig. 5)") + "</div>"]
+    c = r.curves
+    if "forward_s_per_audio_s" in c.columns:
+        speed = (c.groupby(["order", "n_pruned"])["forward_s_per_audio_s"].mean().reset_index()
+                 .rename(columns={"forward_s_per_audio_s": "forward s per audio s"}))
+        out.append("<h3>Forward time per audio second after each pruning step</h3>")
+        speed["order"] = speed["order"].astype(str)
+        out.append(_frame_table(speed, list(speed.columns), cls="speed"))
+    out.append(_notes(r.summary))
+    out.append(f'<p class="src">from <code>{_e(r.path / "curves.csv")}</code> ({len(c)} rows, tasks '
+               f'{_e(", ".join(sorted(c["task"].astype(str).unique())))}).</p>')
+    return "".join(out)
+
+
+def render(data: ReportData, *, title: Optional[str] = None, progress: bool = False) -> str:
+    """The whole page as a string."""
+    import satkern
+
+    summary = (data.analyze or data.segment or data.rank).summary
+    model = summary.get("model") if isinstance(summary.get("model"), dict) else {}
+    banner = ""
+    if any(isinstance(r.summary.get("model"), dict) and r.summary["model"].get("random_weights")
+           for r in (data.analyze, data.segment, data.rank) if r is not None):
+        banner = ('<div class="banner">RANDOM WEIGHTS: this model is a built-in architecture with random weights; '
+                  "its heads show the pipeline, not a finding about a trained SAT.</div>")
+    name = _model_line(summary) or "satkern run"
+    title = title or f"satkern report: {name}"
+    body = {"overview": _overview, "head-map": _head_map, "attention-maps": _attention_maps,
+            "segmentation": _segmentation, "phoneme-relations": _phoneme_relations, "pruning": _pruning}
+    todo = SECTIONS
+    if progress:
+        import sys
+
+        from tqdm import tqdm
+
+        todo = tqdm(SECTIONS, desc="report", unit="section", file=sys.stderr, dynamic_ncols=True)
+    sections = "".join(f'<section id="{sid}"><h2>{_e(label)}</h2>{body[sid](data)}</section>' for sid, label in todo)
+    nav = "".join(f'<a href="#{sid}">{_e(label)}</a>' for sid, label in SECTIONS)
+    stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    missing = data.missing()
+    miss = (f' Missing: {_e(", ".join(missing))}.' if missing else "")
+    return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+            f'<meta http-equiv="Content-Security-Policy" content="{CSP}">'
+            '<meta name="viewport" content="width=device-width, initial-scale=1">'
+            f"<title>{_e(title)}</title><style>{STYLE}</style></head><body>"
+            f"<header><h1>{_e(title)}</h1><p>Self-attention of a self-supervised speech transformer, after Yang, Liu "
+            f"&amp; Lee (2020). Made by satkern {_e(getattr(satkern, '__version__', ''))} on {stamp}.{miss}</p></header>"
+            f"{banner}<nav>{nav}</nav><main>{sections}</main><script>{SORT_SCRIPT}</script></body></html>\n")

@@ -1,0 +1,166 @@
+"""satkern pretrain: masking, loss goes down, bit-for-bit resume, checkpoint round trip, bad input."""
+from __future__ import annotations
+
+import csv
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+from satkern.cli import main as cli_main
+from satkern.models import load_model
+from satkern.models.s3prl import read_checkpoint
+from satkern.pretrain import PretrainConfig, build_model, mask_frames, pretrain
+from satkern.pretrain.evaluate import masked_reconstruction, utterance_features
+from satkern.pretrain.data import training_utterances
+from satkern.corpus.audio import load_audio
+
+FIXTURE = Path(__file__).resolve().parent.parent / "fixtures" / "corpus"
+TINY = dict(layers=1, hidden=32, heads=2, ffn=32, downsample=3, n_mels=40, mask_consecutive=3, progress=False,
+            threads=1)
+
+
+def _cfg(out, **kw):
+    args = dict(TINY, corpus=str(FIXTURE), out=str(out), steps=8, batch_seconds=6.0, save_every=4, lr=2e-3)
+    args.update(kw)
+    return PretrainConfig(**args)
+
+
+def _losses(out):
+    with open(Path(out) / "loss.csv", newline="") as f:
+        return [(int(r["step"]), r["loss"]) for r in csv.DictReader(f)]
+
+
+# ------------------------------------------------------------------ masking
+def test_masking_spans_proportion_and_zeroing():
+    gen = torch.Generator().manual_seed(3)
+    x = torch.randn(2, 400, 6) + 5.0  # no frame is zero before masking
+    lengths = torch.tensor([400, 250])
+    masked, label = mask_frames(x, lengths, 3, 0.15, gen, alter=False)
+    for b, L in enumerate(lengths.tolist()):
+        frac = label[b, :L].double().mean().item()
+        assert 0.10 <= frac <= 0.16, frac  # round(L * 0.15 / 3) spans of 3, overlaps allowed
+        assert not label[b, L:].any()  # padding is never masked
+        assert torch.all(masked[b, label[b]] == 0)  # alter=False: every chosen frame zeroed
+        assert torch.equal(masked[b, ~label[b]], x[b, ~label[b]])
+        # every masked run is a union of length-3 spans: no run shorter than 3
+        runs, n = [], 0
+        for v in label[b, :L].tolist() + [False]:
+            if v:
+                n += 1
+            elif n:
+                runs.append(n)
+                n = 0
+        assert min(runs) >= 3
+
+
+# ------------------------------------------------------------------ training
+def test_tiny_pretraining_lowers_masked_l1(tmp_path):
+    cfg = _cfg(tmp_path / "run", steps=25, save_every=25, batch_seconds=6.0, warmup=0.1, dropout=0.0, lr=5e-3)
+    utts, _ = training_utterances(cfg.corpus, cfg.split)
+    torch.manual_seed(cfg.seed)
+    model, head = build_model(cfg)  # pretrain() seeds then builds the same way: its initial weights
+    feats = [utterance_features(model, load_audio(u.audio, 16000)) for u in utts[:8]]
+    before = masked_reconstruction(model, head, feats, 3, seed=1)["model_l1"]
+    summary = pretrain(cfg)
+    states = read_checkpoint(summary["checkpoint"])
+    model.load_state_dict(states["Transformer"])
+    head.load_state_dict(states["SpecHead"])
+    after = masked_reconstruction(model, head, feats, 3, seed=1)["model_l1"]
+    print("masked L1 before / after", before, after)
+    assert after < 0.98 * before, (before, after)  # deterministic evaluation: any drop is learning
+
+
+def test_killed_and_resumed_run_equals_uninterrupted(tmp_path):
+    full = pretrain(_cfg(tmp_path / "full"))
+    stopped = pretrain(_cfg(tmp_path / "killed", stop_after=4))
+    assert stopped == {"stopped_at": 4}
+    # what a kill after step 5 leaves behind: loss rows beyond the checkpoint
+    with open(tmp_path / "killed" / "loss.csv", "a") as f:
+        f.write("5,0,9.999999,1e-3,1,0.0\n")
+    resumed = pretrain(_cfg(tmp_path / "killed", resume=True))
+    assert full["steps"] == resumed["steps"] == 8
+    a = read_checkpoint(full["checkpoint"])
+    b = read_checkpoint(resumed["checkpoint"])
+    for key in ("Transformer", "SpecHead"):
+        assert a[key].keys() == b[key].keys()
+        for k in a[key]:
+            assert torch.equal(a[key][k], b[key][k]), (key, k)
+    for sa, sb in zip(a["Optimizer"]["state"].values(), b["Optimizer"]["state"].values()):
+        for k in sa:
+            assert torch.equal(torch.as_tensor(sa[k]), torch.as_tensor(sb[k])), k
+    assert torch.equal(a["Satkern_Resume"]["rng"]["torch"], b["Satkern_Resume"]["rng"]["torch"])
+    assert [l for l in _losses(tmp_path / "full")] == [l for l in _losses(tmp_path / "killed")]
+    assert len(_losses(tmp_path / "full")) == 8
+
+
+def test_checkpoint_layout_and_round_trip_through_load_model(tmp_path):
+    summary = pretrain(_cfg(tmp_path / "run", steps=4))
+    path = summary["checkpoint"]
+    raw = torch.load(path, weights_only=True)  # plain weights_only: tensors and containers only
+    assert {"Transformer", "SpecHead", "Upstream_Config", "Config", "Step", "Optimizer"} <= set(raw)
+    assert set(raw["Upstream_Config"]) >= {"transformer", "task", "audio"}
+    assert raw["Upstream_Config"]["task"]["mask_consecutive_min"] == 3
+    assert not any(k.startswith(("Transformer.", "module.")) for k in raw["Transformer"])  # no prefix
+    assert raw["Step"] == 4
+    sm = load_model(path)
+    assert sm.random_weights is False and sm.family == "s3prl"
+    torch.manual_seed(123)
+    model, head = build_model(_cfg(tmp_path / "x"))
+    model.load_state_dict(raw["Transformer"])
+    model.eval()
+    wav = load_audio(next(FIXTURE.glob("TEST/*/*/*.WAV")), 16000)
+    inputs, frames = sm.prepare([wav])
+    with torch.no_grad():
+        got = sm(inputs).last_hidden_state
+        want = model(inputs["feats"], inputs["lengths"]).last_hidden_state
+    assert got.shape[1] == int(frames[0]) > 0
+    assert torch.equal(got, want)
+
+
+# ------------------------------------------------------------------ bad input
+def _cli(args, capsys):
+    rc = cli_main(["pretrain", *args])
+    err = capsys.readouterr().err.strip().splitlines()
+    return rc, err
+
+
+def test_corpus_without_alignments_or_audio_is_refused(tmp_path, capsys):
+    no_align = tmp_path / "noalign"
+    no_align.mkdir()
+    shutil.copy(next(FIXTURE.glob("TRAIN/*/*/*.WAV")), no_align / "a.wav")
+    rc, err = _cli(["--corpus", str(no_align), "--out", str(tmp_path / "o1"), "--steps", "1"], capsys)
+    assert rc == 2 and len(err) == 1 and "--corpus" in err[0] and "alignment" in err[0]
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / "x.PHN").write_text("0 10 h#\n")
+    rc, err = _cli(["--corpus", str(empty), "--out", str(tmp_path / "o2"), "--steps", "1"], capsys)
+    assert rc == 2 and len(err) == 1 and "--corpus" in err[0] and "audio" in err[0]
+    assert not (tmp_path / "o1").exists() and not (tmp_path / "o2").exists()
+
+
+def test_existing_out_without_resume_is_refused_and_untouched(tmp_path, capsys):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "keep.txt").write_text("precious")
+    rc, err = _cli(["--corpus", str(FIXTURE), "--out", str(out), "--steps", "1"], capsys)
+    assert rc == 2 and len(err) == 1 and "--out" in err[0] and "--resume" in err[0]
+    assert sorted(p.name for p in out.iterdir()) == ["keep.txt"]
+    assert (out / "keep.txt").read_text() == "precious"
+
+
+def test_resume_without_checkpoint_and_bad_values(tmp_path, capsys):
+    rc, err = _cli(["--corpus", str(FIXTURE), "--out", str(tmp_path / "none"), "--resume"], capsys)
+    assert rc == 2 and len(err) == 1 and "--resume" in err[0]
+    rc, err = _cli(["--corpus", str(FIXTURE), "--out", str(tmp_path / "o"), "--hidden", "30", "--heads", "4"], capsys)
+    assert rc == 2 and len(err) == 1 and "--hidden" in err[0]
+    assert not (tmp_path / "o").exists()
+
+
+def test_unknown_flag_exits_2(tmp_path, capsys):
+    with pytest.raises(SystemExit) as e:
+        cli_main(["pretrain", "--corpus", str(FIXTURE), "--out", str(tmp_path / "o"), "--bogus"])
+    assert e.value.code == 2
+    assert "--bogus" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()

@@ -1,0 +1,52 @@
+"""``satkern demo``'s wiring: analyze with maps, then segment and rank when their modules exist (here
+stand-ins that write run folders in those formats), then the report over what succeeded."""
+import json
+from pathlib import Path
+
+import satkern.cli
+from satkern.commands import demo
+
+from report_runs import make_segment
+
+MODEL = "tiny-mockingjay-base"
+
+
+def test_demo_runs_present_steps_and_reports_despite_a_crash(tmp_path, monkeypatch, capsys):
+    calls = []
+    parser, _ = satkern.cli.build_parser()
+
+    def fake_main(argv):
+        calls.append(list(argv))
+        out = Path(argv[argv.index("--out") + 1])
+        if argv[0] == "segment":
+            model = json.loads((out.parent / "analyze" / "summary.json").read_text())["model"]
+            make_segment(out, model=model)
+            return 0
+        raise RuntimeError("rank exploded")
+
+    monkeypatch.setattr(demo, "_present", lambda module: True)
+    monkeypatch.setattr(satkern.cli, "main", fake_main)
+    root = tmp_path / "demo"
+    args = parser.parse_args(["demo", "--model", MODEL, "--max-utterances", "2", "--out", str(root), "--no-progress"])
+    rc = demo.run(args)
+    text = capsys.readouterr()
+    assert rc == 1  # a step failed: said so in the exit status
+    assert [c[0] for c in calls] == ["segment", "rank"]
+    assert calls[1][calls[1].index("--heads-from") + 1] == str(root / "analyze" / "heads.csv")
+    assert "rank exploded" in text.err and "the rank step crashed" in text.err
+    report = root / "report.html"
+    assert f"report at {report.resolve()}" in text.out
+    html = report.read_text()
+    assert 'id="segmentation"' in html and "satkern segment --model MODEL" not in html  # drawn from the run
+    assert "satkern rank --model MODEL --corpus CORPUS --out DIR" in html  # missing, with the command
+    assert (root / "analyze" / "maps.npz").exists()
+
+
+def test_demo_skips_absent_steps(tmp_path, capsys):
+    rc = satkern.cli.main(["demo", "--model", MODEL, "--max-utterances", "2", "--out", str(tmp_path / "d"),
+                           "--no-progress", "--maps", "0", "--skip", "segment,rank"])
+    out = capsys.readouterr().out
+    assert rc == 0 and "segment skipped (--skip)" in out and "rank skipped (--skip)" in out
+    assert (tmp_path / "d" / "report.html").exists()
+    assert satkern.cli.main(["demo", "--out", str(tmp_path / "e"), "--skip", "nothing"]) == 2
+    assert not (tmp_path / "e").exists()
