@@ -13,7 +13,7 @@ high inside phone-like blocks of 3-12 frames, plus noise), the case of issue 11 
   ``K[i, k] > eps_i`` grown outward from the diagonal one frame at a time, ``S[t]`` summed over
   ``k`` one term at a time, then the plateau scan. Its boundaries are checked equal to satkern's.
 
-Writes ``<out>/segment-cpu-<date>.md`` and ``.json`` (device, versions, commit, load average).
+Writes ``<out>/segment-cpu-<date>-t<threads>.md`` and ``.json`` (device, versions, commit, load average).
 """
 from __future__ import annotations
 
@@ -140,7 +140,7 @@ def main(argv=None) -> int:
     print(text)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%d-%H%M")
+    stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%d-%H%M%S") + f"-t{args.threads}"
     (out / f"segment-cpu-{stamp}.md").write_text(text)
     (out / f"segment-cpu-{stamp}.json").write_text(json.dumps(
         {"machine": info, "T": args.T, "alpha": ALPHA, "beta": BETA, "boundaries": len(ours),
