@@ -88,7 +88,7 @@ def run(args) -> int:
     elif not _present("satkern.segment") or not _present("satkern.commands.segment"):
         print("\nsatkern demo 2/4: segment skipped: satkern.segment is not part of this build")
     else:
-        argv = ["segment", "--model", args.model, "--corpus", corpus, "--out", str(segment_dir), *DEMO_SEGMENT_ARGS]
+        argv = ["segment", "--model", args.model, "--corpus", corpus, "--out", str(segment_dir), "--overwrite", *DEMO_SEGMENT_ARGS]
         (ran if _cli_step("segment", argv) == 0 else failed).append("segment")
 
     # 3. a short importance-ranking run (satkern.rank), orders from analyze's heads.csv
@@ -98,7 +98,7 @@ def run(args) -> int:
         print("\nsatkern demo 3/4: rank skipped: satkern.rank is not part of this build")
     else:
         argv = ["rank", "--model", args.model, "--corpus", corpus, "--out", str(rank_dir),
-                "--heads-from", str(analyze_dir / "heads.csv"), *DEMO_RANK_ARGS]
+                "--heads-from", str(analyze_dir / "heads.csv"), "--overwrite", *DEMO_RANK_ARGS]
         (ran if _cli_step("rank", argv) == 0 else failed).append("rank")
 
     # 4. the report over what this run made (a stale folder of an earlier demo is left out)
