@@ -70,7 +70,8 @@ def config_from_args(args):
         overwrite=args.overwrite, trust_checkpoint=args.trust_checkpoint)
 
 
-def print_report(out: Path, summary: dict, file=sys.stdout) -> None:
+def print_report(out: Path, summary: dict, file=None) -> None:
+    file = sys.stdout if file is None else file  # looked up at call time (captured streams)
     import pandas as pd
 
     if summary["model"].get("random_weights"):
