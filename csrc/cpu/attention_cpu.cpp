@@ -52,6 +52,7 @@
 #include <ATen/cpu/vec/vec.h>
 #include <torch/library.h>
 
+#include "cpu/blas.h"
 #include "cpu/row_avx512.h"
 #include "cpu/row_kernels.h"
 
@@ -66,23 +67,6 @@
 #include <type_traits>
 #include <vector>
 
-// BLAS from the libtorch_cpu we link against (MKL or OpenBLAS export the Fortran symbols).
-// Declared weak: if a torch build does not export them we fall back to at::mm.
-extern "C" {
-void sgemm_(const char* transa, const char* transb, const int* m, const int* n, const int* k,
-            const float* alpha, const float* a, const int* lda, const float* b, const int* ldb,
-            const float* beta, float* c, const int* ldc) __attribute__((weak));
-void dgemm_(const char* transa, const char* transb, const int* m, const int* n, const int* k,
-            const double* alpha, const double* a, const int* lda, const double* b, const int* ldb,
-            const double* beta, double* c, const int* ldc) __attribute__((weak));
-void sgemv_(const char* trans, const int* m, const int* n, const float* alpha, const float* a,
-            const int* lda, const float* x, const int* incx, const float* beta, float* y,
-            const int* incy) __attribute__((weak));
-void dgemv_(const char* trans, const int* m, const int* n, const double* alpha, const double* a,
-            const int* lda, const double* x, const int* incx, const double* beta, double* y,
-            const int* incy) __attribute__((weak));
-}
-
 namespace satkern {
 namespace {
 
@@ -91,73 +75,11 @@ using at::vec::Vectorized;
 
 constexpr const char* kOp = "satkern::fused_attention (cpu): ";
 
-// ---------------------------------------------------------------------------------------------
-// Row-major GEMM, beta = 0:  C[M,N] (ldc) = alpha * A[M,K] (lda) * op(B)
-//   op(B) = B[N,K]^T (ldb) when trans_b, else B[K,N] (ldb).
-// Column-major BLAS computes C^T = op(B)^T A^T.
+// Row-major GEMM, beta = 0:  C[M,N] (ldc) = alpha * A[M,K] (lda) * op(B), op(B) = B[N,K]^T when trans_b.
 template <typename T>
-void blas_call(char ta, char tb, int m, int n, int k, T alpha, const T* a, int lda, const T* b,
-               int ldb, T* c, int ldc);
-
-template <>
-void blas_call<float>(char ta, char tb, int m, int n, int k, float alpha, const float* a, int lda,
-                      const float* b, int ldb, float* c, int ldc) {
-  const float beta = 0.f;
-  sgemm_(&ta, &tb, &m, &n, &k, &alpha, a, &lda, b, &ldb, &beta, c, &ldc);
-}
-
-template <>
-void blas_call<double>(char ta, char tb, int m, int n, int k, double alpha, const double* a,
-                       int lda, const double* b, int ldb, double* c, int ldc) {
-  const double beta = 0.0;
-  dgemm_(&ta, &tb, &m, &n, &k, &alpha, a, &lda, b, &ldb, &beta, c, &ldc);
-}
-
-template <typename T>
-bool have_blas();
-template <>
-bool have_blas<float>() { return sgemm_ != nullptr; }
-template <>
-bool have_blas<double>() { return dgemm_ != nullptr; }
-
-template <typename T>
-void rm_gemm(bool trans_b, int64_t M, int64_t N, int64_t K, T alpha, const T* A, int64_t lda,
-             const T* B, int64_t ldb, T* C, int64_t ldc) {
-  if (M <= 0 || N <= 0) return;
-  if (K <= 0) {
-    for (int64_t i = 0; i < M; ++i) std::fill(C + i * ldc, C + i * ldc + N, T(0));
-    return;
-  }
-  if (have_blas<T>()) {
-    blas_call<T>(trans_b ? 'T' : 'N', 'N', (int)N, (int)M, (int)K, alpha, B, (int)ldb, A,
-                 (int)lda, C, (int)ldc);
-    return;
-  }
-  auto opts = at::TensorOptions().dtype(c10::CppTypeToScalarType<T>::value);
-  Tensor a = at::from_blob(const_cast<T*>(A), {M, K}, {lda, 1}, opts);
-  Tensor b = trans_b ? at::from_blob(const_cast<T*>(B), {N, K}, {ldb, 1}, opts).t()
-                     : at::from_blob(const_cast<T*>(B), {K, N}, {ldb, 1}, opts);
-  Tensor c = at::from_blob(C, {M, N}, {ldc, 1}, opts);
-  c.copy_(at::mm(a, b).mul_(alpha));
-}
-
-// y[N] += x[M] A[M,N] (A row-major, lda): the weighted column sums of a row block.
-template <typename T>
-void rm_colsum(int64_t M, int64_t N, const T* x, const T* A, int64_t lda, T* y) {
-  if (M <= 0 || N <= 0) return;
-  const char tr = 'N';
-  const int m = (int)N, n = (int)M, ld = (int)lda, one = 1;
-  const T alpha = 1, beta = 1;
-  if constexpr (std::is_same_v<T, float>) {
-    if (sgemv_ != nullptr) return sgemv_(&tr, &m, &n, &alpha, A, &ld, x, &one, &beta, y, &one);
-  } else {
-    if (dgemv_ != nullptr) return dgemv_(&tr, &m, &n, &alpha, A, &ld, x, &one, &beta, y, &one);
-  }
-  for (int64_t i = 0; i < M; ++i) {
-    const T xi = x[i];
-    const T* row = A + i * lda;
-    for (int64_t j = 0; j < N; ++j) y[j] += xi * row[j];
-  }
+inline void rm_gemm(bool trans_b, int64_t M, int64_t N, int64_t K, T alpha, const T* A, int64_t lda,
+                    const T* B, int64_t ldb, T* C, int64_t ldc) {
+  blas::gemm<T>(false, trans_b, M, N, K, alpha, A, lda, B, ldb, T(0), C, ldc);
 }
 
 // rows[M, N] (ld) *= f[M]
@@ -361,7 +283,7 @@ void run_kernel(const Params& P, const T* q, const T* k, const T* v, const int64
 
       if (mycol != nullptr) {
         std::fill(colblk, colblk + w, T(0));
-        rm_colsum<T>(nq, w, factor, S, ldS, colblk);
+        blas::colsum<T>(nq, w, factor, S, ldS, colblk);
         CT* c = mycol + kw0;
         for (int64_t j = 0; j < w; ++j) c[j] += static_cast<CT>(colblk[j]);
       }

@@ -31,6 +31,8 @@
 #include <ATen/cpu/vec/vec.h>
 #include <torch/library.h>
 
+#include "cpu/blas.h"
+
 #include <algorithm>
 #include <cmath>
 #include <cstdlib>
@@ -41,16 +43,6 @@
 #include <type_traits>
 #include <vector>
 
-// BLAS from the libtorch_cpu we link against (as in attention_cpu.cpp); weak: at::mm otherwise.
-extern "C" {
-void sgemm_(const char* transa, const char* transb, const int* m, const int* n, const int* k,
-            const float* alpha, const float* a, const int* lda, const float* b, const int* ldb,
-            const float* beta, float* c, const int* ldc) __attribute__((weak));
-void dgemm_(const char* transa, const char* transb, const int* m, const int* n, const int* k,
-            const double* alpha, const double* a, const int* lda, const double* b, const int* ldb,
-            const double* beta, double* c, const int* ldc) __attribute__((weak));
-}
-
 namespace satkern {
 namespace {
 
@@ -59,51 +51,7 @@ using at::vec::Vectorized;
 
 constexpr const char* kOp = "satkern::fused_attention_backward (cpu): ";
 
-// ---------------------------------------------------------------------------------------------
-// Row-major GEMM:  C[M,N] (ldc) = alpha * op(A) op(B) + beta * C
-//   op(A) = A (stored [M,K], lda) or, with trans_a, A^T (A stored [K,M]);
-//   op(B) = B (stored [K,N], ldb) or, with trans_b, B^T (B stored [N,K]).
-// Column-major BLAS computes C^T = op(B)^T op(A)^T.
-template <typename T>
-void blas_gemm(char ta, char tb, int m, int n, int k, T alpha, const T* a, int lda, const T* b, int ldb,
-               T beta, T* c, int ldc) {
-  if constexpr (std::is_same_v<T, float>) {
-    sgemm_(&ta, &tb, &m, &n, &k, &alpha, a, &lda, b, &ldb, &beta, c, &ldc);
-  } else {
-    dgemm_(&ta, &tb, &m, &n, &k, &alpha, a, &lda, b, &ldb, &beta, c, &ldc);
-  }
-}
-
-template <typename T>
-bool have_blas() {
-  if constexpr (std::is_same_v<T, float>) return sgemm_ != nullptr;
-  else return dgemm_ != nullptr;
-}
-
-template <typename T>
-void gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, T alpha, const T* A, int64_t lda,
-          const T* B, int64_t ldb, T beta, T* C, int64_t ldc) {
-  if (M <= 0 || N <= 0) return;
-  if (K <= 0) {
-    for (int64_t i = 0; i < M; ++i)
-      for (int64_t j = 0; j < N; ++j) C[i * ldc + j] = beta == T(0) ? T(0) : beta * C[i * ldc + j];
-    return;
-  }
-  if (have_blas<T>()) {
-    blas_gemm<T>(trans_b ? 'T' : 'N', trans_a ? 'T' : 'N', (int)N, (int)M, (int)K, alpha, B, (int)ldb, A,
-                 (int)lda, beta, C, (int)ldc);
-    return;
-  }
-  auto opts = at::TensorOptions().dtype(c10::CppTypeToScalarType<T>::value);
-  Tensor a = trans_a ? at::from_blob(const_cast<T*>(A), {K, M}, {lda, 1}, opts).t()
-                     : at::from_blob(const_cast<T*>(A), {M, K}, {lda, 1}, opts);
-  Tensor b = trans_b ? at::from_blob(const_cast<T*>(B), {N, K}, {ldb, 1}, opts).t()
-                     : at::from_blob(const_cast<T*>(B), {K, N}, {ldb, 1}, opts);
-  Tensor c = at::from_blob(C, {M, N}, {ldc, 1}, opts);
-  Tensor prod = at::mm(a, b).mul_(alpha);
-  if (beta == T(0)) c.copy_(prod);
-  else c.mul_(beta).add_(prod);
-}
+using blas::gemm;
 
 inline Vectorized<float> vexp(const Vectorized<float>& x) {
   // exp_u20 as in the forward (max 20 ulp); arguments are <= ~0 here (s - lse)
