@@ -8,32 +8,18 @@ child runs the real cases. Gradients of the triton backend against the float64 r
     TRITON_INTERPRET=1 .venv/bin/python -m pytest -q tests/test_triton_backward_interpret.py
 """
 import os
-import subprocess
 import sys
 
 import pytest
 
-_REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-_CHILD = os.environ.get("TRITON_INTERPRET", "").strip().lower() in ("1", "true", "yes", "on")
-
-
-def _triton_missing() -> bool:
-    import importlib.util
-
-    return importlib.util.find_spec("triton") is None
-
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from interpreter_child import IN_CHILD as _CHILD, run_in_interpreter, triton_missing  # noqa: E402
 
 if not _CHILD:
 
-    @pytest.mark.skipif(_triton_missing(), reason="triton not installed")
+    @pytest.mark.skipif(triton_missing(), reason="triton not installed")
     def test_triton_backward_suite_in_child_process():
-        env = dict(os.environ, TRITON_INTERPRET="1")
-        env["PYTHONPATH"] = _REPO + os.pathsep + env.get("PYTHONPATH", "")
-        cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", os.path.abspath(__file__)]
-        r = subprocess.run(cmd, cwd=_REPO, env=env, capture_output=True, text=True, timeout=900)
-        print(r.stdout[-6000:])
-        assert r.returncode == 0, (f"interpreter suite failed (rc {r.returncode}):\n{r.stdout[-12000:]}\n"
-                                   f"{r.stderr[-3000:]}")
+        run_in_interpreter(__file__)
 
 else:
     import torch

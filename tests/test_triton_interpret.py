@@ -17,28 +17,14 @@ import sys
 
 import pytest
 
-_REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-_CHILD = os.environ.get("TRITON_INTERPRET", "").strip().lower() in ("1", "true", "yes", "on")
-
-
-def _triton_missing() -> bool:
-    import importlib.util
-
-    return importlib.util.find_spec("triton") is None
-
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from interpreter_child import IN_CHILD as _CHILD, REPO as _REPO, run_in_interpreter, triton_missing  # noqa: E402
 
 if not _CHILD:
 
-    @pytest.mark.skipif(_triton_missing(), reason="triton not installed")
+    @pytest.mark.skipif(triton_missing(), reason="triton not installed")
     def test_interpreter_suite_in_child_process():
-        env = dict(os.environ, TRITON_INTERPRET="1")
-        env["PYTHONPATH"] = _REPO + os.pathsep + env.get("PYTHONPATH", "")
-        cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-W",
-               "error::RuntimeWarning", os.path.abspath(__file__)]
-        r = subprocess.run(cmd, cwd=_REPO, env=env, capture_output=True, text=True, timeout=900)
-        print(r.stdout[-6000:])
-        assert r.returncode == 0, (f"interpreter suite failed (rc {r.returncode}):\n{r.stdout[-12000:]}\n"
-                                   f"{r.stderr[-3000:]}")
+        run_in_interpreter(__file__, "-W", "error::RuntimeWarning")
 
     def _ptxas_missing() -> bool:
         import importlib.util
