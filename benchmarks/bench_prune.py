@@ -35,7 +35,7 @@ def main(argv=None) -> int:
     import torch
 
     import satkern
-    from satkern.analysis.job import _git_commit, _versions
+    from satkern.provenance import git_commit as _git_commit, versions as _versions
     from satkern.models import load_model
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)

@@ -24,9 +24,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import platform
 import random
-import subprocess
 import sys
 import time
 from dataclasses import asdict, dataclass
@@ -37,6 +35,8 @@ import numpy as np
 import torch
 
 from ..metrics import categorize
+from ..provenance import device_description as _device_description, git_commit as _git_commit
+from ..provenance import versions as _versions, weights_checksum as _weights_checksum
 from ..ops import STAT_NAMES, BackendUnavailable
 from ..corpus.batching import BatchDataset, plan_batches
 from ..corpus.audio import resampled_length
@@ -125,38 +125,6 @@ def _setup_distributed(device: str) -> _Dist:
         dist.init_process_group(backend=backend)
         here = True
     return _Dist(rank, world, local, here)
-
-
-def _git_commit() -> Optional[str]:
-    root = Path(__file__).resolve().parents[2]
-    try:
-        r = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10)
-        return r.stdout.strip() or None if r.returncode == 0 else None
-    except Exception:
-        return None
-
-
-def _versions() -> dict:
-    out = {"python": platform.python_version(), "torch": torch.__version__, "numpy": np.__version__}
-    for mod in ("satkern", "transformers", "soundfile", "scipy", "pandas"):
-        try:
-            out[mod] = __import__(mod).__version__
-        except Exception:
-            pass
-    return out
-
-
-def _weights_checksum(model: torch.nn.Module) -> str:
-    """A cheap fingerprint of the weights (a resumed run must use the same model): per tensor, its
-    shape and 1024 evenly strided values (hashing all of hubert-base's 95M weights costs seconds)."""
-    h = hashlib.sha256()
-    with torch.no_grad():
-        for name, p in sorted(model.state_dict().items()):
-            if torch.is_tensor(p) and p.numel():
-                flat = p.detach().reshape(-1)
-                picks = flat[:: max(1, flat.numel() // 1024)][:1024].to("cpu", torch.float64)
-                h.update(f"{name}:{tuple(p.shape)}:".encode() + picks.numpy().tobytes())
-    return h.hexdigest()[:16]
 
 
 def _identity(x):
@@ -668,9 +636,3 @@ def _remove_new_outputs(out: Path, ck: "_Checkpointer", created_out: bool, creat
         shutil.rmtree(ck.dir, ignore_errors=True)
     if created_out and out.exists() and not any(out.iterdir()):
         out.rmdir()
-
-
-def _device_description(device: torch.device) -> str:
-    if device.type == "cuda":
-        return f"{torch.cuda.get_device_name(device)} (cuda)"
-    return f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"

@@ -32,6 +32,7 @@ import torch.nn.functional as F
 from ..models.s3prl.builtin import LOG_MEL_AUDIO
 from ..models.s3prl.features import S3prlFeatures
 from ..models.s3prl.model import S3prlConfig, S3prlTransformer, padding_bias, stack_frames
+from ..provenance import device_description, git_commit, versions
 from .checkpoint import atomic_save, checkpoint_name, latest_checkpoint, prune_checkpoints
 from .data import collate, epoch_batches, extract_all, training_utterances
 from ..rank.spec_head import SpecHead
@@ -343,8 +344,8 @@ def pretrain(cfg: PretrainConfig) -> Dict[str, Any]:
     n_params = sum(p.numel() for p in model.parameters())
     summary = {"version": VERSION, "steps": step, "final_loss": last_loss, "wall_seconds_this_run": wall,
                "transformer_parameters": n_params, "spec_head_parameters": sum(p.numel() for p in head.parameters()),
-               "utterances": len(feats), "corpus_read": read_from, "device": str(device),
-               "torch": torch.__version__, "threads": torch.get_num_threads(),
+               "utterances": len(feats), "corpus_read": read_from, "device": device_description(device),
+               "versions": versions(), "commit": git_commit(), "threads": torch.get_num_threads(),
                "checkpoint": str(out / checkpoint_name(step)), "config": cfg.to_dict()}
     tmp = out / "summary.json.tmp"
     tmp.write_text(json.dumps(summary, indent=2) + "\n")

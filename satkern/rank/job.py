@@ -189,7 +189,7 @@ def _write_figure(fig, base: Path) -> List[str]:
 
 
 def _fingerprint(config: RankConfig, sm, train, test, label_index, spec_head) -> dict:
-    from ..analysis.job import _weights_checksum
+    from ..provenance import weights_checksum as _weights_checksum
 
     def ids(us):
         return hashlib.sha256("\n".join(f"{u.uid}:{u.num_samples}" for u in us).encode()).hexdigest()[:16]
@@ -222,7 +222,7 @@ def rank(config: RankConfig, *, model=None, spec_head=None, on_point: Optional[C
 
 
 def _rank(config, model, spec_head, on_point, log) -> dict:
-    from ..analysis.job import _device_description, _git_commit, _versions
+    from ..provenance import device_description as _device_description, git_commit as _git_commit, versions as _versions
     from ..analysis.output import atomic_write_text, write_heads_csv
     from ..corpus.phones import fold_39
     from ..corpus.readers import discover_corpus

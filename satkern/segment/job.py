@@ -39,7 +39,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 import torch
 
-from ..analysis.job import _device_description, _git_commit, _versions
+from ..provenance import device_description as _device_description, git_commit as _git_commit, versions as _versions
 from ..analysis.output import atomic_write_bytes, atomic_write_text
 from ..corpus.audio import AudioError, audio_info, resampled_length
 from ..corpus.batching import BatchDataset
