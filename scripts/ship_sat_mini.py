@@ -34,7 +34,7 @@ def main(argv=None) -> int:
     from satkern.models.trained import RECORDED_METRICS, WEIGHTS_DIR
     from satkern.pretrain import atomic_save, ship_checkpoint
     from satkern.pretrain.evaluate import fixture_metrics
-    from satkern.rank import load_spec_head
+    from satkern.models.s3prl.spec_head import load_spec_head
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--name", required=True)

@@ -35,7 +35,7 @@ from ..models.s3prl.model import S3prlConfig, S3prlTransformer, padding_bias, st
 from ..provenance import device_description, git_commit, versions
 from .checkpoint import atomic_save, checkpoint_name, latest_checkpoint, prune_checkpoints
 from .data import collate, epoch_batches, extract_all, training_utterances
-from ..rank.spec_head import SpecHead
+from ..models.s3prl.spec_head import SpecHead
 from .masking import mask_frames
 
 VERSION = 1

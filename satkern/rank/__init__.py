@@ -12,10 +12,9 @@ from .orders import ORDERS, format_heads, head_order, parse_heads, pruning_steps
 from .probes import (TASKS, ProbeFeatures, ProbeUtterance, TaskSkipped, extract_probe_features, frame_phone_labels,
                      load_probe_utterances, phone_probe, reconstruction_l1, run_task, speaker_frame_probe,
                      speaker_utterance_probe, train_frame_probe)
-from .spec_head import SpecHead, load_spec_head
 
 __all__ = ["TASKS", "ProbeFeatures", "ProbeUtterance", "TaskSkipped", "extract_probe_features", "frame_phone_labels",
            "load_probe_utterances", "phone_probe", "reconstruction_l1", "run_task", "speaker_frame_probe",
-           "speaker_utterance_probe", "train_frame_probe", "SpecHead", "load_spec_head", "CURVE_COLUMNS",
+           "speaker_utterance_probe", "train_frame_probe", "CURVE_COLUMNS",
            "PointStore", "RankSetup", "build_orders", "head_pruning_curves", "span_pruning_curves", "RankConfig",
            "rank", "ORDERS", "format_heads", "head_order", "parse_heads", "pruning_steps", "read_heads_csv"]

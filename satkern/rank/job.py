@@ -230,7 +230,7 @@ def _rank(config, model, spec_head, on_point, log) -> dict:
     from ..models import load_model
     from .figures import figure5, figure6a
     from .gradient import GRADIENT_PATH, gradient_importance
-    from .spec_head import load_spec_head
+    from ..models.s3prl.spec_head import load_spec_head
 
     t_start = time.perf_counter()
     if log is None:

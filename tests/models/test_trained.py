@@ -13,7 +13,7 @@ from satkern.corpus.audio import load_audio
 from satkern.models import build, load_model, names
 from satkern.models.trained import RECORDED_METRICS, TRAINED_MODELS, WEIGHTS_DIR, trained_path
 from satkern.pretrain.evaluate import fixture_metrics
-from satkern.rank import load_spec_head
+from satkern.models.s3prl.spec_head import load_spec_head
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 RECORD = json.loads(RECORDED_METRICS.read_text())["models"]

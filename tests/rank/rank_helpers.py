@@ -15,7 +15,7 @@ def write_checkpoint(path: Path, seed: int = 0) -> Path:
     Upstream_Config), as the pre-training runner writes it."""
     from satkern.models.s3prl import build_s3prl
     from satkern.models.s3prl.builtin import BUILTIN_CONFIGS
-    from satkern.rank.spec_head import SpecHead
+    from satkern.models.s3prl.spec_head import SpecHead
 
     torch.manual_seed(seed)
     model = build_s3prl("tiny-mockingjay")

@@ -98,7 +98,7 @@ def test_layer_cache_gives_the_same_features(speech_model, splits):
 
 def test_reconstruction_equals_eager(checkpoint, splits):
     from satkern.models import load_model
-    from satkern.rank.spec_head import load_spec_head
+    from satkern.models.s3prl.spec_head import load_spec_head
 
     sm = load_model(str(checkpoint))
     head = load_spec_head(checkpoint, sm.model)

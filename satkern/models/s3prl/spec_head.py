@@ -19,7 +19,7 @@ from typing import Optional
 import torch
 from torch import nn
 
-from ..models.s3prl.model import ACT2FN, S3prlLayerNorm
+from .model import ACT2FN, S3prlLayerNorm
 
 
 class SpecHead(nn.Module):
@@ -46,7 +46,7 @@ def load_spec_head(path, model, *, trust: bool = False) -> Optional[SpecHead]:
     """The ``SpecHead`` of an s3prl checkpoint file as a :class:`SpecHead` fitting ``model``
     (an S3prlTransformer), or ``None`` when ``path`` is not a file or has no ``SpecHead``.
     Unpickled as safely as the model itself (:func:`satkern.models.s3prl.read_checkpoint`)."""
-    from ..models.s3prl.checkpoint import read_checkpoint
+    from .checkpoint import read_checkpoint
 
     if not os.path.isfile(os.fspath(path)):
         return None
