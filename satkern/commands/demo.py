@@ -1,14 +1,12 @@
 """``satkern demo`` (what ``make demo`` runs): the paper in one command on the committed fixture corpus.
 
 analyze (with a few attention maps) -> segment -> a short rank run -> report, each into its own
-folder under ``--out``, then prints the report's path. ``satkern.segment`` and ``satkern.rank``
-are separate parts of satkern; a build without one of them skips that step and the report says
-which command makes the missing part.
+folder under ``--out``, then prints the report's path. A step left out (``--skip``) or failed is
+missing from the report, which names the command that makes it.
 """
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import sys
 import time
 from pathlib import Path
@@ -35,13 +33,6 @@ def add_arguments(d: argparse.ArgumentParser) -> None:
     d.add_argument("--skip", default="", help="comma-separated steps to leave out: segment, rank")
     _add_analyze_args(d, demo=True)
     d.set_defaults(maps=DEMO_MAPS)
-
-
-def _present(module: str) -> bool:
-    try:
-        return importlib.util.find_spec(module) is not None
-    except (ImportError, ValueError):
-        return False
 
 
 def _cli_step(step: str, argv) -> int:
@@ -85,8 +76,6 @@ def run(args) -> int:
     # 2. segmentation from the most diagonal heads (satkern.segment)
     if "segment" in skip:
         print("\nsatkern demo 2/4: segment skipped (--skip)")
-    elif not _present("satkern.segment") or not _present("satkern.commands.segment"):
-        print("\nsatkern demo 2/4: segment skipped: satkern.segment is not part of this build")
     else:
         argv = ["segment", "--model", args.model, "--corpus", corpus, "--out", str(segment_dir), "--overwrite", *DEMO_SEGMENT_ARGS]
         (ran if _cli_step("segment", argv) == 0 else failed).append("segment")
@@ -94,8 +83,6 @@ def run(args) -> int:
     # 3. a short importance-ranking run (satkern.rank), orders from analyze's heads.csv
     if "rank" in skip:
         print("\nsatkern demo 3/4: rank skipped (--skip)")
-    elif not _present("satkern.rank") or not _present("satkern.commands.rank"):
-        print("\nsatkern demo 3/4: rank skipped: satkern.rank is not part of this build")
     else:
         argv = ["rank", "--model", args.model, "--corpus", corpus, "--out", str(rank_dir),
                 "--heads-from", str(analyze_dir / "heads.csv"), "--overwrite", *DEMO_RANK_ARGS]
