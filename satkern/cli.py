@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import re
 import os
 import sys
 from typing import List, Optional
@@ -66,10 +67,9 @@ def main(argv: Optional[List[str]] = None) -> int:
 
 def _one_line(error: BaseException) -> str:
     text = " ".join(str(error).split())
-    for prefix in ("satkern analyze: ", "satkern.models.load_model: "):  # the command name is printed already
-        if text.startswith(prefix):
-            text = text[len(prefix):]
-    return text
+    # the command name is printed already: drop the library's own "satkern <command>: " or
+    # "satkern.<module>.<function>: " prefix (library errors name where they come from)
+    return re.sub(r"^satkern(?: [a-z-]+|(?:\.\w+)+): ", "", text)
 
 
 def run_and_exit(argv: Optional[List[str]] = None) -> None:
