@@ -1,14 +1,13 @@
-"""Gradient head importance (Michel et al. 2019), through the model's eager attention path.
+"""Gradient head importance (Michel et al. 2019).
 
 I_h = abs(sum over the train split of dL/dxi_h): ``xi`` ``[L, H]`` is a gate of ones multiplying
 each head's context output, ``L`` the phone probe's cross-entropy (summed over labelled frames) of
 a probe trained on the unrefined model's last-layer frames (the same probe settings as the curves).
 
-Which path runs: the s3prl model's own eager attention with its ``head_mask`` argument as the
-gates (``S3prlSelfAttention`` multiplies each head's context by it: (A m) V = (A V) m), not
-:func:`satkern.patch` -- satkern's fused attention has no backward in this build, and
-``satkern.patch(head_gates=True)`` (the autograd issue) is not used. Other model families raise
-``ValueError`` (transformers 5 has no ``head_mask``).
+The gates are ``satkern.patch(model, head_gates=True)`` and the gradient flows through satkern's own
+attention backward (any model family satkern patches). ``path="eager"`` computes the same through an
+s3prl model's eager attention with its ``head_mask`` argument as the gates ((A m) V = (A V) m): the
+independent check the tests hold the satkern path to.
 """
 from __future__ import annotations
 
@@ -16,17 +15,23 @@ import numpy as np
 import torch
 from torch import nn
 
-GRADIENT_PATH = "eager s3prl attention, head_mask as gates (torch autograd; not satkern.patch)"
+GRADIENT_PATHS = {
+    "satkern": "satkern.patch(head_gates=True): gradients through satkern's attention backward",
+    "eager": "eager s3prl attention, head_mask as gates (torch autograd)",
+}
 
 
-def gradient_importance(setup) -> np.ndarray:
+def gradient_importance(setup, path: str = "satkern") -> np.ndarray:
     """Michel et al.'s I_h ``[L, H]`` (float64, raw: not normalized per layer) for a :class:`RankSetup`."""
-    from .probes import TaskSkipped, _labelled_frames, train_frame_probe
+    from .. import patch
+    from .probes import _batches, _labelled_frames, frame_phone_labels, train_frame_probe
 
+    if path not in GRADIENT_PATHS:
+        raise ValueError(f"gradient_importance: path must be one of {sorted(GRADIENT_PATHS)}; got {path!r}")
     sm = setup.speech_model
-    if sm.family != "s3prl":
-        raise ValueError(f"order 'gradient': needs an s3prl-format model (eager head_mask gates); {sm.name!r} is a "
-                         f"{sm.family} model")
+    if path == "eager" and sm.family != "s3prl":
+        raise ValueError(f"gradient_importance(path='eager'): needs an s3prl-format model (head_mask gates); "
+                         f"{sm.name!r} is a {sm.family} model")
     train = setup.features("train", {})
     if train.phones is None:
         raise ValueError("order 'gradient': needs phone alignments (the loss is the phone probe's)")
@@ -35,23 +40,29 @@ def gradient_importance(setup) -> np.ndarray:
         raise ValueError("order 'gradient': the train split has no labelled frames")
     net, norm = train_frame_probe(x, y, num_classes=len(train.labels), seed=setup.probe_seed, steps=setup.probe_steps)
     model = sm.model
-    L, H = model.num_layers, model.num_heads
     dev = torch.device(setup.device)
-    gates = torch.ones(L, H, device=dev, requires_grad=True)
     flags = [p.requires_grad for p in model.parameters()]
     for p in list(model.parameters()) + list(net.parameters()):
         p.requires_grad_(False)
     loss_fn = nn.CrossEntropyLoss(reduction="sum")
-    from .probes import _batches, frame_phone_labels
+    if path == "eager":
+        gates = torch.ones(model.num_layers, model.num_heads, device=dev, requires_grad=True)
+        handle = None
 
+        def hidden_of(inputs):
+            return model(inputs["feats"], inputs["lengths"], head_mask=gates).last_hidden_state
+    else:
+        handle = patch(sm, stats=(), head_gates=True, backend=setup.backend)
+
+        def hidden_of(inputs):
+            return sm(inputs).last_hidden_state
     try:
         with torch.enable_grad():
             for batch in _batches([u.num_samples for u in setup.train], int(setup.batch_seconds * sm.sample_rate)):
                 utts = [setup.train[i] for i in batch]
                 with torch.no_grad():
                     inputs, frame_lengths = sm.prepare([u.waveform.to(dev) for u in utts])
-                out = model(inputs["feats"], inputs["lengths"], head_mask=gates)
-                hidden = out.last_hidden_state
+                hidden = hidden_of(inputs)
                 xs, ys = [], []
                 for j, u in enumerate(utts):
                     T = int(frame_lengths[j])
@@ -62,9 +73,12 @@ def gradient_importance(setup) -> np.ndarray:
                 xb = torch.cat(xs)
                 if xb.shape[0] == 0:
                     continue
-                loss = loss_fn(net(norm(xb.cpu())), torch.cat(ys))
-                loss.backward()
+                loss_fn(net(norm(xb.cpu())), torch.cat(ys)).backward()
+        if handle is None:
+            return gates.grad.detach().abs().double().cpu().numpy()
+        return handle.head_importance(normalized=False).double().numpy()
     finally:
+        if handle is not None:
+            handle.remove()
         for p, f in zip(model.parameters(), flags):
             p.requires_grad_(f)
-    return gates.grad.detach().abs().double().cpu().numpy()

@@ -229,7 +229,7 @@ def _rank(config, model, spec_head, on_point, log) -> dict:
     from ..metrics import categorize
     from ..models import load_model
     from .figures import figure5, figure6a
-    from .gradient import GRADIENT_PATH, gradient_importance
+    from .gradient import GRADIENT_PATHS, gradient_importance
     from ..models.s3prl.spec_head import load_spec_head
 
     t_start = time.perf_counter()
@@ -354,7 +354,7 @@ def _rank(config, model, spec_head, on_point, log) -> dict:
             got = gradient_importance(setup)
             atomic_write_text(gpath, json.dumps({"fingerprint": fingerprint, "importance": got.tolist()}) + "\n")
         scores["gradient"] = got
-        gradient_info = {"path": GRADIENT_PATH, "importance": got.tolist()}
+        gradient_info = {"path": GRADIENT_PATHS["satkern"], "importance": got.tolist()}
     orders = build_orders(head_orders, scores=scores, num_layers=L, num_heads=H, random_seeds=config.random_seeds)
 
     # ------------------------------------------------------------------ points

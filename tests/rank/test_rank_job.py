@@ -146,13 +146,29 @@ def test_reconstruction_through_checkpoint_head(tmp_path, checkpoint):
     assert len(df) == 3 and (df["value"] > 0).all() and df["value"].nunique() == 3
 
 
-def test_gradient_order_runs_eager(tmp_path, speech_model):
+def test_gradient_order_through_satkern_head_gates(tmp_path, speech_model):
     s = rank(_config(tmp_path / "o", orders=["gradient"], step=8, spans=[], tasks=["phone"]),
              model=speech_model, log=lambda s: None)
     imp = np.array(s["gradient"]["importance"])
-    assert imp.shape == (2, 4) and (imp > 0).all() and "eager" in s["gradient"]["path"]
+    assert imp.shape == (2, 4) and (imp > 0).all() and "head_gates" in s["gradient"]["path"]
     order = [tuple(map(int, x.split(":"))) for x in s["orders"]["gradient"]["heads"]]
     assert [imp[l, h] for l, h in order] == sorted(imp.reshape(-1))
+
+
+def test_gradient_importance_satkern_equals_eager_head_mask(speech_model, splits):
+    """The satkern path (patch head gates, satkern's backward) against the s3prl model's eager attention with
+    head_mask as the gates: the same I_h to float32 rounding."""
+    from satkern.rank import RankSetup
+    from satkern.rank.gradient import gradient_importance
+
+    train, test = splits
+    probe_setup = RankSetup(speech_model, train[:6], test[:3], tasks=["phone"], batch_seconds=6.0, probe_steps=50)
+    fused = gradient_importance(probe_setup, path="satkern")
+    eager = gradient_importance(probe_setup, path="eager")
+    assert fused.shape == eager.shape == (2, 4) and (eager > 0).all()
+    np.testing.assert_allclose(fused, eager, rtol=2e-3, atol=1e-6 * float(np.abs(eager).max()))
+    with pytest.raises(ValueError, match="path must be one of"):
+        gradient_importance(probe_setup, path="both")
 
 
 def _cli(*args, cwd=REPO):
