@@ -316,6 +316,20 @@ def segment_corpus(config: SegmentConfig, *, model=None, log: Optional[Callable[
             return None
         return item
 
+    def features_of(u: Utterance, capture):
+        """(features, true boundaries, segments in seconds) of one utterance, or None (skipped with its reason);
+        the boundaries and segments are None for an utterance without an alignment."""
+        item = load(u)
+        if item is None:
+            return None
+        try:
+            f = extract_features(model, item.waveform, specs, capture, logmel_ex, u.uid)
+        except ValueError as e:
+            skip(u.uid, u.audio, str(e))
+            return None
+        segs = _segments_seconds(item.segments, rate) if item.segments is not None else None
+        return f, (true_boundaries(segs) if segs is not None else None), segs
+
     wants_attention = any(s.kind == "attention" for s in specs)
     timing = {}
 
@@ -350,16 +364,9 @@ def segment_corpus(config: SegmentConfig, *, model=None, log: Optional[Callable[
     capture = HeadMapCapture(model, candidates, backend=config.backend) if candidates else None
     try:
         for u in _bar(tune_utts, "tune: features", config.progress):
-            item = load(u)
-            if item is None:
-                continue
-            try:
-                f = extract_features(model, item.waveform, specs, capture, logmel_ex, u.uid)
-            except ValueError as e:
-                skip(u.uid, u.audio, str(e))
-                continue
-            segs = _segments_seconds(item.segments, rate)
-            stored[u.uid] = (f, true_boundaries(segs), segs)
+            got = features_of(u, capture)
+            if got is not None:
+                stored[u.uid] = got
     finally:
         if capture is not None:
             capture.remove()
@@ -421,16 +428,10 @@ def segment_corpus(config: SegmentConfig, *, model=None, log: Optional[Callable[
                     continue  # skipped while tuning (reason recorded)
                 f, true, segs = stored.pop(u.uid)
             else:
-                item = load(u)
-                if item is None:
+                got = features_of(u, capture)
+                if got is None:
                     continue
-                try:
-                    f = extract_features(model, item.waveform, specs, capture, logmel_ex, u.uid)
-                except ValueError as e:
-                    skip(u.uid, u.audio, str(e))
-                    continue
-                segs = _segments_seconds(item.segments, rate) if item.segments is not None else None
-                true = true_boundaries(segs) if segs is not None else None
+                f, true, segs = got
             tiers = []
             scored_test = u.uid not in tune_ids and true is not None
             for key in kept_keys:
