@@ -1,8 +1,6 @@
 """Gradients through satkern.attention: gradcheck on the cpu backend, every backend against the float64
 reference (the "2x PyTorch's error" rule of satkern.ops.testing), opcheck's autograd registration,
 torch.compile of forward + backward, and the clear errors (maxweight / label_mass, double backward)."""
-import os
-import shutil
 
 import pytest
 import torch
@@ -11,7 +9,7 @@ import satkern
 from satkern.ops import schema
 from satkern.ops.contract import validate
 from satkern.ops.extension import extension_error
-from satkern.ops.testing import grad_failures, grads_of
+from satkern.ops.testing import compiler_missing, grad_failures, grads_of
 
 pytestmark = pytest.mark.skipif(extension_error() is not None,
                                 reason=f"C++ extension not built: {extension_error()}")
@@ -181,14 +179,7 @@ def test_opcheck_with_grad(name):
                                       "test_aot_dispatch_dynamic"))
 
 
-def _compiler_missing():
-    cxx = os.environ.get("CXX", "c++")
-    if shutil.which(cxx) is None and shutil.which("g++") is None:
-        return f"no C++ compiler ({cxx!r} or g++) for inductor's CPU code generation"
-    return None
-
-
-@pytest.mark.skipif(_compiler_missing() is not None, reason=str(_compiler_missing()))
+@pytest.mark.skipif(compiler_missing() is not None, reason=str(compiler_missing()))
 def test_torch_compile_fullgraph_forward_backward_matches_eager():
     args = _op_args(3, lengths=torch.tensor([11, 8]), bias_shape=(11, 11), stats=("entropy", "distance"))
     q, k, v, lengths, bias = args[:5]

@@ -1,11 +1,10 @@
 """torch.library checks of the CPU implementation of satkern::fused_attention, and torch.compile."""
-import os
-import shutil
 
 import pytest
 import torch
 
 import satkern
+from satkern.ops.testing import compiler_missing
 from satkern.ops import schema
 from satkern.ops.contract import validate
 from satkern.ops.extension import extension_error
@@ -47,14 +46,7 @@ def test_opcheck_masked_head():
     torch.library.opcheck(OP, args, test_utils=("test_schema", "test_autograd_registration", "test_faketensor"))
 
 
-def _compiler_missing():
-    cxx = os.environ.get("CXX", "c++")
-    if shutil.which(cxx) is None and shutil.which("g++") is None:
-        return f"no C++ compiler ({cxx!r} or g++) for inductor's CPU code generation"
-    return None
-
-
-@pytest.mark.skipif(_compiler_missing() is not None, reason=str(_compiler_missing()))
+@pytest.mark.skipif(compiler_missing() is not None, reason=str(compiler_missing()))
 def test_torch_compile_fullgraph_matches_eager():
     args = _args(6, lengths=torch.tensor([19, 11]), bias=torch.randn(2, 19, 19), label_weights=torch.rand(2, 19, 2),
                  stats=ALL)

@@ -195,3 +195,14 @@ def grad_failures(got: Dict[str, torch.Tensor], ref: Dict[str, torch.Tensor], ba
             lines.append(f"grad {name}: error {err:.3e} > bound {bound:.3e} (torch {berr:.3e}); worst at flat index "
                          f"{worst}: got {g64.flatten()[worst].item()}, ref {r64.flatten()[worst].item()}")
     return "\n".join(lines)
+
+
+def compiler_missing() -> Optional[str]:
+    """Why ``torch.compile`` cannot generate CPU code here (no C++ compiler), or None: a skip reason."""
+    import os
+    import shutil
+
+    cxx = os.environ.get("CXX", "c++")
+    if shutil.which(cxx) is None and shutil.which("g++") is None:
+        return f"no C++ compiler ({cxx!r} or g++) for inductor's CPU code generation"
+    return None
