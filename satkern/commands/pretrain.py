@@ -36,6 +36,17 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--weight-decay", type=float, default=d.weight_decay, help=f"AdamW weight decay (default {d.weight_decay})")
     ap.add_argument("--dropout", type=float, default=d.dropout, help=f"dropout (default {d.dropout})")
     ap.add_argument("--pre-layer-norm", action="store_true", help="pre-LN layers (s3prl's pre_layer_norm)")
+    ap.add_argument("--local-init-heads", type=int, default=d.local_init_heads,
+                    help="positional initialization of the query/key projections of this many heads per layer "
+                         f"(docs/models/recipe-search.md; default {d.local_init_heads}: s3prl's initialization)")
+    ap.add_argument("--local-init-gain", type=float, default=d.local_init_gain,
+                    help=f"gain of that initialization (default {d.local_init_gain})")
+    ap.add_argument("--monitor-every", type=int, default=d.monitor_every,
+                    help=f"measure held-out L1 and attention locality every N steps, 0 off (default {d.monitor_every})")
+    ap.add_argument("--monitor-utterances", type=int, default=d.monitor_utterances,
+                    help=f"held-out utterances measured (default {d.monitor_utterances})")
+    ap.add_argument("--monitor-split", default=d.monitor_split,
+                    help=f"subfolder of --corpus held out for the monitor (default {d.monitor_split})")
     ap.add_argument("--seed", type=int, default=d.seed, help=f"seed (default {d.seed})")
     ap.add_argument("--save-every", type=int, default=d.save_every, help=f"checkpoint every N steps (default {d.save_every})")
     ap.add_argument("--attention", choices=["sdpa", "eager"], default=d.attention,
@@ -54,7 +65,9 @@ def run(args) -> int:
                          mask_consecutive=args.mask_consecutive, mask_proportion=args.mask_proportion,
                          steps=args.steps, batch_seconds=args.batch_seconds, lr=args.lr, warmup=args.warmup,
                          weight_decay=args.weight_decay, dropout=args.dropout, seed=args.seed,
-                         pre_layer_norm=args.pre_layer_norm,
+                         pre_layer_norm=args.pre_layer_norm, local_init_heads=args.local_init_heads,
+                         local_init_gain=args.local_init_gain, monitor_every=args.monitor_every,
+                         monitor_utterances=args.monitor_utterances, monitor_split=args.monitor_split,
                          save_every=args.save_every, attention=args.attention, device=args.device,
                          threads=args.threads, resume=args.resume,
                          progress=not args.no_progress and sys.stderr.isatty())
@@ -62,4 +75,8 @@ def run(args) -> int:
     print(f"pretrained {s['steps']} steps ({s['transformer_parameters']:,} transformer parameters) on "
           f"{s['utterances']} utterances; final loss {s['final_loss']:.4f}; "
           f"{s['wall_seconds_this_run']:.0f} s this run on {s['device']}; checkpoint {s['checkpoint']}")
+    if isinstance(s.get("monitor"), dict):
+        print(f"held-out measurements: {s['monitor']['csv']} (figure {s['monitor']['figure']})")
+    elif s.get("monitor"):
+        print(f"held-out measurements {s['monitor']}")
     return 0

@@ -37,6 +37,7 @@ from .checkpoint import atomic_save, checkpoint_name, latest_checkpoint, prune_c
 from .data import collate, epoch_batches, extract_all, training_utterances
 from ..models.s3prl.spec_head import SpecHead
 from .masking import mask_frames
+from .monitor import HeldOut, MonitorLog, choose_spread, measure, plot_monitor
 
 VERSION = 1
 LOSS_COLUMNS = ["step", "epoch", "loss", "lr", "masked_frames", "elapsed_s"]
@@ -68,6 +69,10 @@ class PretrainConfig:
     # local_init); 0 keeps s3prl's N(0, initializer_range) everywhere
     local_init_heads: int = 0
     local_init_gain: float = 1.5
+    # held-out measurements (satkern.pretrain.monitor): every N steps, on N utterances of this split
+    monitor_every: int = 500  # 0: off
+    monitor_utterances: int = 24
+    monitor_split: str = "TEST"
     seed: int = 0
     split: str = "TRAIN"
     save_every: int = 100
@@ -104,6 +109,8 @@ class PretrainConfig:
         need(self.local_init_heads == 0 or self.hidden // self.heads <= self.hidden // 2,
              "--local-init-heads needs a head size of at most half the hidden size")
         need(self.local_init_gain > 0, f"--local-init-gain must be > 0; got {self.local_init_gain}")
+        need(self.monitor_every >= 0, f"--monitor-every must be >= 0; got {self.monitor_every}")
+        need(self.monitor_utterances >= 1, f"--monitor-utterances must be >= 1; got {self.monitor_utterances}")
 
     def to_dict(self) -> Dict[str, Any]:
         return dataclasses.asdict(self)
@@ -175,6 +182,18 @@ def _sdpa_attend(module):
         return F.scaled_dot_product_attention(q, k, v, attn_mask=bias, dropout_p=p)
 
     return attend
+
+
+def _held_out(cfg: PretrainConfig, features) -> Optional[HeldOut]:
+    """The monitor's fixed held-out set: ``monitor_utterances`` utterances of ``corpus/monitor_split``
+    spread over its (sorted) list, or None when the corpus has no such split (then nothing held out
+    exists: the monitor is off rather than measuring on training data)."""
+    root = Path(cfg.corpus)
+    if not (root / cfg.monitor_split).is_dir() or cfg.monitor_split == cfg.split:
+        return None
+    utts, _ = training_utterances(cfg.corpus, cfg.monitor_split)
+    feats, _ = extract_all(features, choose_spread(utts, cfg.monitor_utterances), cfg.downsample)
+    return HeldOut(feats=feats, consecutive=cfg.mask_consecutive, seed=cfg.seed)
 
 
 def lr_at(step: int, cfg: PretrainConfig) -> float:
@@ -288,6 +307,7 @@ def pretrain(cfg: PretrainConfig) -> Dict[str, Any]:
     frame_lengths = [int(f.shape[0]) for f in feats]
     hop_s = model.features.hop_length / model.features.sample_rate
     max_frames = max(1, int(round(cfg.batch_seconds / hop_s)))
+    held = _held_out(cfg, model.features) if cfg.monitor_every else None
     model.to(device).train()
     head.to(device).train()
     attention_modules = model.attention_modules()
@@ -302,6 +322,7 @@ def pretrain(cfg: PretrainConfig) -> Dict[str, Any]:
 
     step, epoch, pos = 0, 0, 0
     loss_csv = out / "loss.csv"
+    monitor = MonitorLog(out / "monitor.csv", cfg.layers, cfg.heads) if held is not None else None
     if resume_from is not None:
         from ..models.s3prl.checkpoint import read_checkpoint
 
@@ -313,12 +334,17 @@ def pretrain(cfg: PretrainConfig) -> Dict[str, Any]:
         step, epoch, pos = int(states["Step"]), int(r["epoch"]), int(r["batch_in_epoch"])
         _set_rng_state(r["rng"], mask_gen)
         _rewrite_loss_csv(loss_csv, step)
+        if monitor is not None:
+            monitor.trim(step)
     else:
         out.mkdir(parents=True, exist_ok=True)
         tmp = out / "config.json.tmp"
         tmp.write_text(json.dumps(cfg.to_dict(), indent=2) + "\n")
         os.replace(tmp, out / "config.json")
         _rewrite_loss_csv(loss_csv, -1)
+        if monitor is not None:
+            monitor.trim(-1)
+            monitor.append(0, measure(model, head, held))  # the untrained model: where the curves start
 
     def save(step_now: int, epoch_now: int, pos_now: int) -> None:
         states = {"Transformer": model.state_dict(), "SpecHead": head.state_dict(), "Upstream_Config": up_cfg,
@@ -361,6 +387,11 @@ def pretrain(cfg: PretrainConfig) -> Dict[str, Any]:
                 csv_file.flush()
                 bar.update(1)
                 bar.set_postfix(loss=f"{last_loss:.4f}", audio_s_per_s=f"{frames_seen * hop_s / max(elapsed, 1e-9):.1f}")
+                if monitor is not None and (step % cfg.monitor_every == 0 or step == cfg.steps):
+                    row = measure(model, head, held)
+                    monitor.append(step, row)
+                    bar.write(f"step {step}: held-out L1 ratio {row['ratio']:.3f}, {row['local_heads']} local heads, "
+                              f"most local {row['min_distance']:.1f} frames, median {row['median_distance']:.1f}")
                 if step % cfg.save_every == 0 or step == cfg.steps:
                     next_epoch, next_pos = (epoch + 1, 0) if pos >= len(batches) else (epoch, pos)
                     save(step, next_epoch, next_pos)
@@ -374,12 +405,20 @@ def pretrain(cfg: PretrainConfig) -> Dict[str, Any]:
         for m in attention_modules:
             m.__dict__.pop("attend", None)
     wall = time.perf_counter() - t0
+    monitor_note = None
+    if monitor is not None:
+        plot_monitor(monitor.path, out / "monitor.png", loss_csv=str(loss_csv),
+                     title=f"satkern pretrain: {cfg.layers} layers x {cfg.heads} heads, C = {cfg.mask_consecutive}")
+        monitor_note = {"csv": str(monitor.path), "figure": str(out / "monitor.png"), "every": cfg.monitor_every,
+                        "utterances": len(held.feats), "split": cfg.monitor_split}
+    elif cfg.monitor_every:
+        monitor_note = f"off: --corpus has no {cfg.monitor_split}/ split to hold out"
     n_params = sum(p.numel() for p in model.parameters())
     summary = {"version": VERSION, "steps": step, "final_loss": last_loss, "wall_seconds_this_run": wall,
                "transformer_parameters": n_params, "spec_head_parameters": sum(p.numel() for p in head.parameters()),
                "utterances": len(feats), "corpus_read": read_from, "device": device_description(device),
                "versions": versions(), "commit": git_commit(), "threads": torch.get_num_threads(),
-               "checkpoint": str(out / checkpoint_name(step)), "config": cfg.to_dict()}
+               "checkpoint": str(out / checkpoint_name(step)), "monitor": monitor_note, "config": cfg.to_dict()}
     tmp = out / "summary.json.tmp"
     tmp.write_text(json.dumps(summary, indent=2) + "\n")
     os.replace(tmp, out / "summary.json")

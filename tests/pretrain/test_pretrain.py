@@ -73,14 +73,18 @@ def test_tiny_pretraining_lowers_masked_l1(tmp_path):
 
 
 def test_killed_and_resumed_run_equals_uninterrupted(tmp_path):
-    full = pretrain(_cfg(tmp_path / "full"))
-    stopped = pretrain(_cfg(tmp_path / "killed", stop_after=4))
+    full = pretrain(_cfg(tmp_path / "full", monitor_every=3))
+    stopped = pretrain(_cfg(tmp_path / "killed", stop_after=4, monitor_every=3))
     assert stopped == {"stopped_at": 4}
     # what a kill after step 5 leaves behind: loss rows beyond the checkpoint
     with open(tmp_path / "killed" / "loss.csv", "a") as f:
         f.write("5,0,9.999999,1e-3,1,0.0\n")
-    resumed = pretrain(_cfg(tmp_path / "killed", resume=True))
+    resumed = pretrain(_cfg(tmp_path / "killed", resume=True, monitor_every=3))
     assert full["steps"] == resumed["steps"] == 8
+    # the held-out measurements (steps 0, 3, 6, 8) are the same too, the one after the kill re-measured
+    monitor_full = (tmp_path / "full" / "monitor.csv").read_text()
+    assert [int(line.split(",")[0]) for line in monitor_full.splitlines()[1:]] == [0, 3, 6, 8]
+    assert monitor_full == (tmp_path / "killed" / "monitor.csv").read_text()
     a = read_checkpoint(full["checkpoint"])
     b = read_checkpoint(resumed["checkpoint"])
     for key in ("Transformer", "SpecHead"):
@@ -164,3 +168,70 @@ def test_unknown_flag_exits_2(tmp_path, capsys):
     assert e.value.code == 2
     assert "--bogus" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
+
+
+# ------------------------------------------------------------------ the monitor
+def test_monitor_measures_what_the_evaluation_measures(tmp_path):
+    """monitor.csv's numbers equal the independent eager evaluation of the saved weights: L1 ratio of
+    masked_reconstruction, and per head the mean attention distance of materialized maps."""
+    from satkern.pretrain.evaluate import attention_distances
+    from satkern.pretrain.monitor import choose_spread, read_monitor
+
+    cfg = _cfg(tmp_path / "run", steps=6, save_every=6, monitor_every=6, monitor_utterances=5)
+    summary = pretrain(cfg)
+    assert summary["monitor"]["utterances"] == 5
+    assert (tmp_path / "run" / "monitor.png").stat().st_size > 10_000
+    rows = read_monitor(tmp_path / "run" / "monitor.csv")
+    assert [r["step"] for r in rows] == [0, 6]
+    torch.manual_seed(cfg.seed)
+    model, head = build_model(cfg)
+    states = read_checkpoint(summary["checkpoint"])
+    model.load_state_dict(states["Transformer"])
+    head.load_state_dict(states["SpecHead"])
+    utts, _ = training_utterances(cfg.corpus, "TEST")
+    feats = [utterance_features(model, load_audio(u.audio, 16000)) for u in choose_spread(utts, 5)]
+    rec = masked_reconstruction(model, head, feats, 3, seed=cfg.seed)
+    assert rows[-1]["ratio"] == pytest.approx(rec["ratio"], abs=2e-6)
+    dist, D = attention_distances(model, feats)
+    got = torch.tensor([rows[-1][f"dist_L0_H{h}"] for h in range(2)], dtype=torch.float64)
+    assert torch.allclose(got, dist[0], atol=2e-4), (got, dist[0])
+    assert rows[-1]["min_distance"] == pytest.approx(float(dist.min()), abs=2e-4)
+    assert rows[-1]["d_spread"] == pytest.approx(float(D.max() - D.min()), abs=1e-5)
+
+
+def test_monitor_is_off_without_a_held_out_split(tmp_path):
+    corpus = tmp_path / "corpus"
+    shutil.copytree(FIXTURE / "TRAIN", corpus / "TRAIN")
+    summary = pretrain(_cfg(tmp_path / "run", corpus=str(corpus), steps=2, save_every=2))
+    assert "off" in summary["monitor"] and not (tmp_path / "run" / "monitor.csv").exists()
+
+
+def test_local_init_starts_heads_local_and_keeps_s3prl_weights_elsewhere():
+    from satkern.pretrain.train import upstream_config
+
+    base = _cfg("x", layers=2, hidden=64, heads=2, local_init_heads=0)
+    local = _cfg("x", layers=2, hidden=64, heads=2, local_init_heads=1, local_init_gain=1.5)
+    torch.manual_seed(0)
+    m0, _ = build_model(base)
+    torch.manual_seed(0)
+    m1, _ = build_model(local)
+    assert upstream_config(base) == upstream_config(local)  # same architecture: an s3prl checkpoint either way
+    s0, s1 = m0.state_dict(), m1.state_dict()
+    changed = sorted(k for k in s0 if not torch.equal(s0[k], s1[k]))
+    assert changed == [f"encoder.layer.{i}.attention.self.{p}.weight" for i in range(2) for p in ("key", "query")]
+    dh = 32
+    for i in range(2):
+        w0 = s0[f"encoder.layer.{i}.attention.self.query.weight"]
+        w1 = s1[f"encoder.layer.{i}.attention.self.query.weight"]
+        assert torch.allclose(w1[:dh, :dh] - w0[:dh, :dh], 1.5 * torch.eye(dh))
+        assert torch.equal(w1[dh:], w0[dh:])  # head 1 keeps s3prl's initialization
+    # on a real utterance, the initialized head of layer 0 attends more locally than any untouched head
+    from satkern.pretrain.evaluate import attention_distances
+
+    wav = load_audio(FIXTURE / "TEST" / "DR1" / "MKAL2" / "SX021.WAV", 16000)
+    f = utterance_features(m1, wav)
+    d1, _ = attention_distances(m1, [f])
+    d0, _ = attention_distances(m0, [f])
+    assert d1[0, 0] < 0.5 * d0.min(), (d1, d0)
+    with pytest.raises(ValueError, match="--local-init-heads"):
+        _cfg("x", heads=2, local_init_heads=3).validate()
