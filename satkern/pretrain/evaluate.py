@@ -35,10 +35,12 @@ def masked_reconstruction(model, head, feats: Sequence[torch.Tensor], consecutiv
 
     Returns ``model_l1`` (mean abs error of the head's prediction over masked frames x stacked
     dimensions), ``mean_frame_l1`` (the same for the utterance's mean stacked frame), ``ratio`` and
-    ``masked_frames``."""
+    ``masked_frames``; and, beside the model with the same masks, two baselines that use only the
+    unmasked neighbours (:func:`neighbour_fill`): ``interpolation_l1`` / ``interpolation_ratio`` and
+    ``nearest_l1`` / ``nearest_ratio``."""
     gen = torch.Generator().manual_seed(int(seed))
     R = model.config.downsample_rate
-    model_abs = base_abs = 0.0
+    model_abs = base_abs = interp_abs = near_abs = 0.0
     count = 0
     frames = 0
     model.eval()
@@ -57,13 +59,49 @@ def masked_reconstruction(model, head, feats: Sequence[torch.Tensor], consecutiv
             continue
         mean_frame = target[0].double().mean(0)
         model_abs += float((pred[0, sel].double() - target[0, sel].double()).abs().sum())
+        interp, near = neighbour_fill(f[: L * R].double(), sel, R)
+        truth = target[0, sel].double()
+        interp_abs += float((interp[sel] - truth).abs().sum())
+        near_abs += float((near[sel] - truth).abs().sum())
         base_abs += float((mean_frame[None] - target[0, sel].double()).abs().sum())
         count += int(sel.sum()) * target.shape[-1]
         frames += int(sel.sum())
     if count == 0:
         raise ValueError("masked_reconstruction: no masked frames (utterances too short)")
     return {"model_l1": model_abs / count, "mean_frame_l1": base_abs / count,
-            "ratio": model_abs / base_abs, "masked_frames": frames}
+            "ratio": model_abs / base_abs, "masked_frames": frames,
+            "interpolation_l1": interp_abs / count, "interpolation_ratio": interp_abs / base_abs,
+            "nearest_l1": near_abs / count, "nearest_ratio": near_abs / base_abs}
+
+
+def neighbour_fill(feats: torch.Tensor, masked: torch.Tensor, rate: int):
+    """Two fills of the masked stacked frames from the unmasked ones, at the feature frame rate
+    (10 ms; each stacked frame is ``rate`` feature frames): ``(interpolation, nearest)``, both
+    ``[T', F x rate]`` stacked like the target. Interpolation: every feature frame inside a masked
+    run is the linear interpolation, in time, of the last unmasked feature frame before the run and
+    the first one after it (the one that exists, at an edge); nearest: a copy of the nearer of the
+    two. ``feats [T' x rate, F]``, ``masked`` bool ``[T']``."""
+    T, Fdim = feats.shape
+    frame_masked = masked.repeat_interleave(rate)[:T]
+    known = (~frame_masked).nonzero().flatten()
+    interp = feats.clone()
+    near = feats.clone()
+    if known.numel() and frame_masked.any():
+        idx = frame_masked.nonzero().flatten()
+        pos = torch.searchsorted(known, idx)  # first known frame after each masked frame
+        right = known[pos.clamp(max=known.numel() - 1)]
+        left = known[(pos - 1).clamp(min=0)]
+        has_left, has_right = pos > 0, pos < known.numel()
+        left = torch.where(has_left, left, right)
+        right = torch.where(has_right, right, left)
+        span = (right - left).clamp(min=1).to(feats.dtype)
+        w = ((idx - left).to(feats.dtype) / span)[:, None]
+        w = torch.where((right == left)[:, None], torch.zeros_like(w), w)
+        interp[idx] = (1 - w) * feats[left] + w * feats[right]
+        nearer = torch.where((idx - left).abs() <= (right - idx).abs(), left, right)
+        near[idx] = feats[nearer]
+    Tm = T // rate
+    return interp[: Tm * rate].reshape(Tm, rate * Fdim), near[: Tm * rate].reshape(Tm, rate * Fdim)
 
 
 @torch.no_grad()

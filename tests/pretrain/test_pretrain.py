@@ -235,3 +235,18 @@ def test_local_init_starts_heads_local_and_keeps_s3prl_weights_elsewhere():
     assert d1[0, 0] < 0.5 * d0.min(), (d1, d0)
     with pytest.raises(ValueError, match="--local-init-heads"):
         _cfg("x", heads=2, local_init_heads=3).validate()
+
+
+def test_neighbour_fill_interpolates_in_time_at_the_feature_rate():
+    from satkern.pretrain.evaluate import neighbour_fill
+
+    t = torch.arange(12, dtype=torch.float64)
+    feats = torch.stack([t, 2 * t + 1], dim=1)  # [12 feature frames, 2]: linear in time
+    masked = torch.tensor([False, True, False, False])  # stacked frame 1 = feature frames 3..5 (rate 3)
+    interp, near = neighbour_fill(feats, masked, 3)
+    assert interp.shape == (4, 6)
+    assert torch.allclose(interp, feats.reshape(4, 6))  # a linear signal is interpolated exactly
+    assert near[1].tolist() == [2.0, 5.0, 2.0, 5.0, 6.0, 13.0]  # frames 3, 4 copy frame 2; frame 5 copies 6
+    # a masked run at the start copies the first known frame
+    interp0, near0 = neighbour_fill(feats, torch.tensor([True, False, False, False]), 3)
+    assert interp0[0].tolist() == [3.0, 7.0] * 3 and near0[0].tolist() == [3.0, 7.0] * 3
