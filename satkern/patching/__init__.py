@@ -27,7 +27,7 @@ from .masks import lengths_from_mask
 from .observers import ChunkPlan, ChunkSlot, LayerCall, Observer
 
 __all__ = ["patch", "Patch", "lengths_from_mask", "Observer", "LayerCall", "ChunkSlot", "ChunkPlan", "Adapter",
-           "adapters", "register_adapter", "owner"]
+           "adapters", "register_adapter", "unregister_adapter", "owner"]
 
 _EXTRA_ADAPTERS: List[Adapter] = []
 
@@ -38,6 +38,12 @@ def register_adapter(adapter: Adapter) -> None:
         raise TypeError(f"satkern.patching.register_adapter: expected an Adapter; got {type(adapter).__name__}")
     if adapter not in _EXTRA_ADAPTERS:
         _EXTRA_ADAPTERS.append(adapter)
+
+
+def unregister_adapter(adapter: Adapter) -> None:
+    """Forget an adapter :func:`register_adapter` added (built-in adapters stay)."""
+    if adapter in _EXTRA_ADAPTERS:
+        _EXTRA_ADAPTERS.remove(adapter)
 
 
 def adapters() -> Tuple[Adapter, ...]:
