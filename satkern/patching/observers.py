@@ -83,7 +83,8 @@ class LayerCall:
     * ``label_weights``: what the op was given (``None`` unless an observer supplied it);
     * after the op: ``result`` (:class:`satkern.AttentionResult`: ``out``, ``lse``, the statistics
       asked for, ``lengths``) and ``out``, the layer's output ``[B, H, T, D]`` after the refinement
-      (padded rows as the model computes them, head gates applied).
+      (padded rows as the model computes them, head gates applied). Read the output from ``out``:
+      outside autograd the refinement writes the padded rows into ``result.out`` in place.
     """
 
     layer: int
