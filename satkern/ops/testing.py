@@ -6,7 +6,8 @@ Rule (flash-attention's, HOUSE_STYLE.md): a backend's error against the float64 
 NaN / +inf / -inf must sit exactly where the reference has them.
 
 What "plain PyTorch" computes: the scores ``q k^T`` and ``out = A v`` (and ``label_mass = A W``) in the input
-dtype, as a model would; ``lse`` and the statistics (entropy, distance, colmass, maxweight) in float32 from
+dtype, as a model would (the map by :func:`satkern.ops.maps.masked_softmax`, the op's row conventions, in
+that dtype); ``lse`` and the statistics (entropy, distance, colmass, maxweight) in float32 from
 those scores (for 16-bit inputs: the bf16/fp16 scores widened to float32, softmax in float32), because
 every backend emits them in float32 from float32-accumulated scores. The floor follows the same split:
 ``out`` and ``label_mass`` get the input dtype's floor, the float32 fields float32's. (Statistics computed in

@@ -9,7 +9,7 @@ from torch import nn
 
 import satkern
 from satkern.models import load_model
-from satkern.patching import Adapter, LayerCall, Observer, owner, register_adapter, unregister_adapter
+from satkern.patching import Adapter, Observer, owner, register_adapter, unregister_adapter
 
 
 def _tera(seed=0):
