@@ -9,10 +9,11 @@ Variants, both through ``satkern.patch(model, stats=())`` (refinement only, no s
   (b) half of every layer's heads pruned (heads 0, 2, 4, ... of each layer: ``prune={(l, h)}``).
 
 Two times per forward: the whole model (prepared features -> last layer) and its attention part
-(the time inside the layers' satkern attention calls, ``Patch.run``, which is where a pruned
-head's work is skipped). Variants run interleaved round-robin (one warm-up round, then
-``--repeats`` rounds; medians), so a shared machine's load falls on both alike. Prints the
-ratios side by side and writes ``benchmarks/results/prune-<device>-<date>.md``.
+(the time inside the layers' satkern attention calls, measured by an observer of the patch,
+``satkern.rank.probes.AttentionTimer``; that is where a pruned head's work is skipped). Variants
+run interleaved round-robin (one warm-up round, then ``--repeats`` rounds; medians), so a shared
+machine's load falls on both alike. Prints the ratios side by side and writes
+``benchmarks/results/prune-<device>-<date>.md``.
 
     python benchmarks/bench_prune.py                  # 4 utterances of 10 s (T = 1000 frames)
     python benchmarks/bench_prune.py --quick          # smoke check
@@ -37,6 +38,7 @@ def main(argv=None) -> int:
     import satkern
     from satkern.provenance import git_commit as _git_commit, versions as _versions
     from satkern.models import load_model
+    from satkern.rank.probes import AttentionTimer
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default="mockingjay-base")
@@ -67,27 +69,13 @@ def main(argv=None) -> int:
     times = {k: {"model": [], "attention": []} for k in variants}
 
     def one(prune):
-        attn = 0.0
-        h = satkern.patch(sm, stats=(), prune=prune, backend=args.backend)
-        run = h.run
-
-        def timed(*a, **k):
-            nonlocal attn
-            t = time.perf_counter()
-            try:
-                return run(*a, **k)
-            finally:
-                attn += time.perf_counter() - t
-
-        h.run = timed
-        try:
+        timer = AttentionTimer()  # an observer of the patch: time inside the layers' attention calls
+        with satkern.patch(sm, stats=(), prune=prune, backend=args.backend, observers=[timer]) as h:
             with torch.inference_mode():
                 t0 = time.perf_counter()
                 sm(inputs)
                 total = time.perf_counter() - t0
-        finally:
-            h.remove()
-        return total, attn, sorted(h.backends_used)
+        return total, timer.seconds, sorted(h.backends_used)
 
     used = set()
     for r in range(args.repeats + 1):  # round 0 is the warm-up

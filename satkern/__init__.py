@@ -4,14 +4,15 @@ Public API::
 
     res = satkern.attention(q, k, v, lengths=..., stats=("entropy", "distance", "colmass", "maxweight"))
     m = satkern.head_metrics(res)       # HeadMetrics(G, V, D, W), each [B, H]
+    A = satkern.attention_map(q, k)     # the maps [B, H, T, T] (float64), as the op defines them
     h = satkern.patch(model)            # a speech model's heads -> h.metrics [U, L, H]
 """
 from .ops import (STAT_NAMES, SPAN_MODES, AttentionResult, Backend, BackendUnavailable, attention,
-                  availability, backends)
+                  attention_map, availability, backends)
 from .metrics import HeadMetrics, categorize, head_metrics
 from .patching import Patch, patch
 
 __version__ = "0.1.0"
 
-__all__ = ["attention", "AttentionResult", "head_metrics", "HeadMetrics", "categorize", "backends",
+__all__ = ["attention", "attention_map", "AttentionResult", "head_metrics", "HeadMetrics", "categorize", "backends",
            "availability", "patch", "Patch", "Backend", "BackendUnavailable", "STAT_NAMES", "SPAN_MODES", "__version__"]

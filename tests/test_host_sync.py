@@ -128,14 +128,15 @@ def test_patch_run_reads_no_device_values_with_host_lengths():
     a span, padding (the padded-row fill), metrics; nothing reads a device value."""
     from satkern.patching.core import Patch
 
+    from satkern.patching.capture import HeadMetricsCapture
+
     m = _Attn()
-    p = Patch(torch.nn.Sequential(m), stats=ALL, prune={(0, 1)}, span=4)
-    p._add_layers([m])
-    p._finish_setup()
+    p = Patch(torch.nn.Sequential(m), [m], stats=ALL, prune={(0, 1)}, span=4)
     q = _meta(2, 3, 12, 16)
     out = p.run(m, q, q, q, lengths=torch.tensor([12, 7]), scale=None)
     assert out.shape == q.shape and out.device == META
-    assert p._rows[0]["G"][0].device == META
+    capture = next(o for o in p.observers if isinstance(o, HeadMetricsCapture))
+    assert capture.blocks[0][0]["G"].device == META
 
 
 @pytest.mark.parametrize("name", ["tiny-wav2vec2-base", "tiny-wavlm-base"])

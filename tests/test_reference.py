@@ -7,7 +7,7 @@ import torch
 import satkern
 from satkern.metrics import head_metrics_from_map
 from satkern.ops.contract import validate
-from satkern.ops.reference import attention_map
+from satkern.ops.maps import call_distribution as attention_map
 
 ALL = satkern.STAT_NAMES
 

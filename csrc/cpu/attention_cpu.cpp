@@ -52,6 +52,7 @@
 #include <ATen/cpu/vec/vec.h>
 #include <torch/library.h>
 
+#include "cpu/bias.h"
 #include "cpu/blas.h"
 #include "cpu/row_avx512.h"
 #include "cpu/row_kernels.h"
@@ -388,14 +389,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> fused_attenti
     TORCH_CHECK(bs.dim() <= 4 && at::is_expandable_to(bs.sizes(), {B, H, T_, T_}), kOp,
                 "argument 'bias' must be broadcastable to [B, H, T, T] = [", B, ", ", H, ", ", T_, ", ", T_,
                 "]; got ", describe(bs));
-    // Read the bias through its strides (broadcast dims have stride 0); never materialize the
-    // expansion. A dtype conversion is done on the compact (un-broadcast) tensor only.
-    Tensor bb = bs.expand({B, H, T_, T_});
-    for (int d = 0; d < 4; ++d)
-      if (bb.size(d) > 1 && bb.stride(d) == 0) bb = bb.narrow(d, 0, 1);
-    if (bb.scalar_type() != acc) bb = bb.to(acc);
-    for (int d = 0; d < 4; ++d) bstr[d] = bb.size(d) == 1 ? 0 : bb.stride(d);
-    bias_c = bb;
+    bias_c = cpu::compact_bias(bs, B, H, T_, acc, bstr);  // read through its strides (cpu/bias.h)
   }
   Tensor mask_c;
   if (head_mask.has_value() && head_mask->defined()) {

@@ -31,6 +31,7 @@
 #include <ATen/cpu/vec/vec.h>
 #include <torch/library.h>
 
+#include "cpu/bias.h"
 #include "cpu/blas.h"
 
 #include <algorithm>
@@ -432,12 +433,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> fused_attention_backward_cpu(
     TORCH_CHECK(bs.dim() <= 4 && at::is_expandable_to(bs.sizes(), {B, H, T_, T_}), kOp,
                 "argument 'bias' must be broadcastable to [B, H, T, T]; got ", describe(bs));
     for (int64_t d = 0; d < bs.dim(); ++d) bias_shape4[4 - bs.dim() + d] = bs.size(d);
-    Tensor bb = bs.expand({B, H, T_, T_});
-    for (int d = 0; d < 4; ++d)
-      if (bb.size(d) > 1 && bb.stride(d) == 0) bb = bb.narrow(d, 0, 1);
-    if (bb.scalar_type() != acc) bb = bb.to(acc);
-    for (int d = 0; d < 4; ++d) bstr[d] = bb.size(d) == 1 ? 0 : bb.stride(d);
-    bias_c = bb;
+    bias_c = cpu::compact_bias(bs, B, H, T_, acc, bstr);  // read through its strides (cpu/bias.h)
   }
   Tensor dbias_acc;
   if (want_grad_bias) {

@@ -11,8 +11,9 @@ corpus value of that metric, and for each such head two utterances:
 
 Ties go to the lower (layer, head), then the smaller utterance id. Only those utterances are run
 again, one at a time, through the model patched by :func:`satkern.patch`; for the chosen heads the
-map A = softmax(q k^T * scale + bias) over the valid frames is formed in float64 from the very q, k
-(and bias) the patched layer receives, so the map is the one the metrics of that run describe
+map (:func:`satkern.attention_map`: softmax(q k^T * scale + bias) over the valid frames, with the
+layer's span and pruned heads) is formed in float64 from the very q, k (and bias) the patched layer
+receives, by an observer of the patch, so the map is the one the metrics of that run describe
 (tests hold the map's G, V, D, W to the job's per-utterance values). No other map is formed.
 
 ``maps.npz`` (``np.savez_compressed``, written atomically) holds, with ``version`` = 1:
@@ -104,34 +105,25 @@ def choose_utterances(values: Dict[str, float], corpus_value: float) -> Dict[str
 def capture_maps(model, waveform: torch.Tensor, wanted: Dict[int, Sequence[int]], *,
                  backend: str = "auto") -> Dict[Tuple[int, int], np.ndarray]:
     """Maps ``{(layer, head): float64 [T, T]}`` of one utterance (a batch of one) for the heads in
-    ``wanted`` (``{layer: [heads]}``), from the q, k, bias each patched layer receives."""
+    ``wanted`` (``{layer: [heads]}``), from the q, k, bias each patched layer receives: an observer
+    of the patched model forms them with :func:`satkern.attention_map` (the map the statistics
+    describe), for those heads only."""
     import satkern
 
     maps: Dict[Tuple[int, int], np.ndarray] = {}
-    h = satkern.patch(model, stats=(), backend=backend)
-    inner_run = h.run
 
-    def run(module, q, k, v, *, lengths, scale, bias=None, fill_padded=True):
-        layer = int(module.layer_index) if module in h._shared else h.layer_of[module]  # as Patch.run
-        heads = wanted.get(layer, ())
+    def record(call) -> None:
+        heads = sorted(wanted.get(call.layer, ()))
         if heads:
-            n = int(q.shape[2] if lengths is None else lengths[0])
-            sc = float(q.shape[-1]) ** -0.5 if scale is None else float(scale)
-            for hd in heads:
-                s = (q[0, hd, :n].to(torch.float64) @ k[0, hd, :n].to(torch.float64).T) * sc
-                if bias is not None:
-                    b = bias.expand(q.shape[0], q.shape[1], q.shape[2], k.shape[2])
-                    s = s + b[0, hd, :n, :n].to(torch.float64)
-                maps[(layer, hd)] = torch.softmax(s, dim=-1).cpu().numpy()
-        return inner_run(module, q, k, v, lengths=lengths, scale=scale, bias=bias, fill_padded=fill_padded)
+            n = int(call.q.shape[2] if call.lengths is None else call.lengths[0])
+            A = call.attention_map(heads, for_statistics=True)  # [1, h, T, T] float64
+            for i, hd in enumerate(heads):
+                maps[(call.layer, hd)] = A[0, i, :n, :n].cpu().numpy()
 
-    h.run = run  # the adapters call owner(module).run(...): this instance's wrapper
-    try:
+    with satkern.patch(model, stats=(), backend=backend, observers=[record]):
         inputs, _ = model.prepare([waveform])
         with torch.inference_mode():
             model.forward(inputs)
-    finally:
-        h.remove()
     return maps
 
 

@@ -12,6 +12,7 @@ from . import cuda  # noqa: F401,E402  (CUDA kernels; reports why not where unav
 from . import triton as _triton  # noqa: F401,E402  (Triton kernels; imports triton lazily)
 from . import autograd  # noqa: F401,E402  (register_autograd of the ops: gradients through every backend)
 from .api import attention
+from .maps import attention_map
 
-__all__ = ["attention", "AttentionResult", "AttentionCall", "validate", "Backend", "BackendUnavailable",
+__all__ = ["attention", "attention_map", "AttentionResult", "AttentionCall", "validate", "Backend", "BackendUnavailable",
            "backends", "availability", "auto_policy", "register_backend", "select", "STAT_NAMES", "SPAN_MODES"]

@@ -6,7 +6,8 @@ Rule (flash-attention's, HOUSE_STYLE.md): a backend's error against the float64 
 NaN / +inf / -inf must sit exactly where the reference has them.
 
 What "plain PyTorch" computes: the scores ``q k^T`` and ``out = A v`` (and ``label_mass = A W``) in the input
-dtype, as a model would; ``lse`` and the statistics (entropy, distance, colmass, maxweight) in float32 from
+dtype, as a model would (the map by :func:`satkern.ops.maps.masked_softmax`, the op's row conventions, in
+that dtype); ``lse`` and the statistics (entropy, distance, colmass, maxweight) in float32 from
 those scores (for 16-bit inputs: the bf16/fp16 scores widened to float32, softmax in float32), because
 every backend emits them in float32 from float32-accumulated scores. The floor follows the same split:
 ``out`` and ``label_mass`` get the input dtype's floor, the float32 fields float32's. (Statistics computed in
@@ -23,6 +24,7 @@ from typing import Dict, Iterable, Optional
 import torch
 
 from .contract import AttentionCall, AttentionResult
+from .maps import frame_masks, masked_softmax, output_weights, scores
 from .reference import reference_attention
 
 FIELDS = ("out", "lse", "entropy", "distance", "colmass", "maxweight", "label_mass")
@@ -47,28 +49,22 @@ def torch_baseline(call: AttentionCall, *, stats_dtype: Optional[torch.dtype] = 
     sd = stats_dtype
     B, H, T, D = call.shape
     dev = call.q.device
-    s = torch.matmul(call.q, call.k.transpose(-1, -2)) * call.scale
-    if call.bias is not None:
-        s = s + call.bias.to(dt)
+    s = scores(call.q, call.k, call.scale, call.bias)  # in the input dtype, as a model computes them
+    valid, band = frame_masks(call.lengths, T, call.span)
+    adm = valid[:, None, None, :]
+    if band is not None and call.span_mode == "renorm":
+        adm = adm & band
+    row_valid = valid[:, None, :, None]
+    A, lse, _ = masked_softmax(s, adm, row_valid)
+    As = A
+    if sd != dt:  # the scores widened, their own softmax in the stats dtype
+        As, lse, _ = masked_softmax(s.to(sd), adm, row_valid)
     idx = torch.arange(T, device=dev)
-    valid = idx[None, :] < call.lengths[:, None]
-    adm = valid[:, None, None, :].expand(B, H, T, T)
-    band = None
-    if call.span is not None:
-        band = (idx[:, None] - idx[None, :]).abs() <= call.span
-        if call.span_mode == "renorm":
-            adm = adm & band
-    s = s.masked_fill(~adm, float("-inf"))
-    lse = torch.logsumexp(s.to(sd), -1).masked_fill(~valid[:, None, :], 0.0)
-    A = torch.softmax(s, -1).nan_to_num(0.0)  # empty rows -> 0
-    A = A.masked_fill(~valid[:, None, :, None], 0.0)
-    A_out = A if band is None or call.span_mode == "renorm" else A.masked_fill(~band, 0.0)
     vv = call.v.masked_fill(~valid[:, None, :, None], 0.0)
-    out = torch.matmul(A_out, vv).masked_fill(~valid[:, None, :, None], 0.0)
+    out = torch.matmul(output_weights(A, call), vv)
     if zero_masked_heads and call.head_mask is not None:
         out = out * call.head_mask[:, :, None, None].to(dt)
     res = AttentionResult(out=out, lse=lse, lengths=call.lengths, backend="torch")
-    As = A if sd == dt else torch.softmax(s.to(sd), -1).nan_to_num(0.0).masked_fill(~valid[:, None, :, None], 0.0)
     if call.wants("entropy"):
         res.entropy = -(As * torch.log(torch.where(As > 0, As, torch.ones((), dtype=As.dtype)))).sum(-1)  # xlogy values, finite grads
     if call.wants("distance"):

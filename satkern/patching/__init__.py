@@ -7,24 +7,54 @@ One line gives every head's statistics, head pruning and span refinement::
         model(inputs, attention_mask=mask)
     h.metrics                    # HeadMetrics(G, V, D, W), each float32 [U, L, H]
 
-Model families: :mod:`.hf` (transformers: one table of families, plus WavLM) and
-:mod:`.s3prl` (satkern's Mockingjay / TERA / AudioALBERT). The capture and refinement
-live in :mod:`.core`.
+Layout: :mod:`.core` (:class:`Patch`: routing, refinement, exact undo), :mod:`.observers` (what each
+layer call hands out: :class:`LayerCall`, :class:`Observer`), the patch's own observers
+(:mod:`.capture`: metrics, lengths, NaN flags; :mod:`.relations`: phoneme-relation sums;
+:mod:`.chunks`: chunked utterances), :mod:`.refine` (pruned heads, span, padded rows),
+:mod:`.adapter` (the adapter API) and the adapters: :mod:`.hf` (transformers: one table of
+families, plus WavLM) and :mod:`.s3prl` (satkern's Mockingjay / TERA / AudioALBERT).
 """
 from __future__ import annotations
 
-from typing import Iterable
+from typing import Iterable, List, Tuple
 
 from torch import nn
 
 from ..ops import STAT_NAMES
-from .core import Patch, lengths_from_mask
+from .adapter import Adapter
+from .core import Patch, owner
+from .masks import lengths_from_mask
+from .observers import ChunkPlan, ChunkSlot, LayerCall, Observer
 
-__all__ = ["patch", "Patch", "lengths_from_mask"]
+__all__ = ["patch", "Patch", "lengths_from_mask", "Observer", "LayerCall", "ChunkSlot", "ChunkPlan", "Adapter",
+           "adapters", "register_adapter", "unregister_adapter", "owner"]
+
+_EXTRA_ADAPTERS: List[Adapter] = []
+
+
+def register_adapter(adapter: Adapter) -> None:
+    """Teach :func:`patch` another kind of model (:mod:`satkern.patching.adapter` says what an adapter does)."""
+    if not isinstance(adapter, Adapter):
+        raise TypeError(f"satkern.patching.register_adapter: expected an Adapter; got {type(adapter).__name__}")
+    if adapter not in _EXTRA_ADAPTERS:
+        _EXTRA_ADAPTERS.append(adapter)
+
+
+def unregister_adapter(adapter: Adapter) -> None:
+    """Forget an adapter :func:`register_adapter` added (built-in adapters stay)."""
+    if adapter in _EXTRA_ADAPTERS:
+        _EXTRA_ADAPTERS.remove(adapter)
+
+
+def adapters() -> Tuple[Adapter, ...]:
+    """The adapters :func:`patch` asks, built-in ones first."""
+    from . import hf, s3prl
+
+    return (hf.ADAPTER, s3prl.ADAPTER) + tuple(_EXTRA_ADAPTERS)
 
 
 def patch(model, stats: Iterable[str] = STAT_NAMES, prune=None, span=None, span_mode: str = "zero",
-          backend: str = "auto", head_gates: bool = False) -> Patch:
+          backend: str = "auto", head_gates: bool = False, observers: Iterable = ()) -> Patch:
     """Reroute every self-attention layer of ``model`` through :func:`satkern.attention`.
 
     Args:
@@ -41,6 +71,8 @@ def patch(model, stats: Iterable[str] = STAT_NAMES, prune=None, span=None, span_
         head_gates: add ``h.head_gates``, an ``[L, H]`` parameter of ones multiplied into each head's
             output; after ``loss.backward()``, ``h.head_importance()`` gives Michel et al.'s gradient
             head importance (normalized per layer, or raw).
+        observers: :class:`Observer` s (or functions of one :class:`LayerCall`) handed every layer call,
+            after the patch's own (see :meth:`Patch.observe`).
 
     Returns:
         :class:`Patch`, already applied; a context manager whose exit (or ``.remove()``) undoes it.
@@ -56,21 +88,16 @@ def patch(model, stats: Iterable[str] = STAT_NAMES, prune=None, span=None, span_
     if not isinstance(model, nn.Module):
         raise TypeError(f"satkern.patch: argument 'model' must be an nn.Module or a SpeechModel; "
                         f"got {type(model).__name__}")
-    from . import hf, s3prl
-
-    h = Patch(model, stats=stats, prune=prune, span=span, span_mode=span_mode, backend=backend,
-              head_gates=head_gates)
-    hf_found = hf.find_modules(model)
-    s3_found = s3prl.find_modules(model)
+    found = [(a, name, m) for a in adapters() for name, m in a.find(model)]
     order = {name: i for i, (name, _) in enumerate(model.named_modules(remove_duplicate=False))}
-    names = sorted([(n, m) for n, m, _ in hf_found] + s3_found, key=lambda nm: order[nm[0]])
-    h._add_layers([m for _, m in names])
-    h._finish_setup(supported_description())
+    found.sort(key=lambda anm: order[anm[1]])
+    h = Patch(model, [m for _, _, m in found], stats=stats, prune=prune, span=span, span_mode=span_mode,
+              backend=backend, head_gates=head_gates, observers=observers, supported=supported_description())
     try:
-        if hf_found:
-            hf.install(h, model, hf_found)
-        if s3_found:
-            s3prl.install(h, s3_found, model)
+        for a in adapters():
+            mine = [(name, m) for b, name, m in found if b is a]
+            if mine:
+                a.install(h, model, mine)
     except BaseException:
         h.remove()
         raise
@@ -79,6 +106,4 @@ def patch(model, stats: Iterable[str] = STAT_NAMES, prune=None, span=None, span_
 
 def supported_description() -> str:
     """What the adapters can patch (for error messages), from their own tables."""
-    from . import hf, s3prl
-
-    return f"Hugging Face {', '.join(f.model_type for f in hf.FAMILIES)}; {s3prl.DESCRIPTION}"
+    return "; ".join(a.description for a in adapters())

@@ -23,7 +23,8 @@ from typing import Callable, Dict, List, Optional, Tuple
 import torch
 from torch import nn
 
-from .core import Patch, lengths_from_mask, owner
+from .adapter import Adapter
+from .core import Patch, owner
 
 IMPLEMENTATION = "satkern"
 
@@ -206,7 +207,7 @@ def _configs_of(model: nn.Module) -> List:
 
 
 def install(patch: Patch, model: nn.Module, found: List[Tuple[str, nn.Module, HFFamily]]) -> None:
-    """Reroute the found modules to ``patch``; push the undo steps onto ``patch._undo``."""
+    """Reroute the found modules to ``patch``; every change is undone by ``patch.remove()``."""
     if any(f.route == "interface" for _, _, f in found):
         register()
         configs = _configs_of(model)
@@ -216,10 +217,25 @@ def install(patch: Patch, model: nn.Module, found: List[Tuple[str, nn.Module, HF
             for cfg, value in saved:
                 cfg._attn_implementation_internal = value  # the exact former value, sub-configs included
 
-        patch._undo.append(restore_configs)
+        patch.on_remove(restore_configs)
         for cfg in configs:
             cfg._attn_implementation_internal = IMPLEMENTATION
     for _, m, fam in found:
         if fam.route != "module":
             continue
-        patch._set_instance_attr(m, "forward", functools.partial(_wavlm_forward, m))
+        patch.set_instance_attr(m, "forward", functools.partial(_wavlm_forward, m))
+
+
+class HFAdapter(Adapter):
+    """The transformers families of :data:`FAMILIES`."""
+
+    description = f"Hugging Face {', '.join(f.model_type for f in FAMILIES)}"
+
+    def find(self, model: nn.Module) -> List[Tuple[str, nn.Module]]:
+        return [(name, m) for name, m, _ in find_modules(model)]
+
+    def install(self, patch: Patch, model: nn.Module, found: List[Tuple[str, nn.Module]]) -> None:
+        install(patch, model, [(name, m, _BY_CLASS[type(m).__name__]) for name, m in found])
+
+
+ADAPTER = HFAdapter()

@@ -11,6 +11,7 @@ from typing import List, Tuple
 
 from torch import nn
 
+from .adapter import Adapter
 from .core import Patch, owner
 
 DESCRIPTION = "satkern.models.s3prl (Mockingjay/TERA/AudioALBERT)"  # what this adapter patches
@@ -55,9 +56,24 @@ def find_modules(model: nn.Module) -> List[Tuple[str, nn.Module]]:
 
 def install(patch: Patch, found: List[Tuple[str, nn.Module]], model: nn.Module = None) -> None:
     for m in {id(m): m for _, m in found}.values():
-        patch._set_instance_attr(m, "attend", functools.partial(_attend, m))
+        patch.set_instance_attr(m, "attend", functools.partial(_attend, m))
     # a model that runs long inputs in s3prl's sequence_length chunks tells the patch which calls are
     # chunks of which utterance, so metrics stay one row per utterance
     for module in (model.modules() if model is not None else ()):
         if hasattr(module, "chunk_listener") and hasattr(module, "chunk_sizes"):
-            patch._set_instance_attr(module, "chunk_listener", patch)
+            patch.set_instance_attr(module, "chunk_listener", patch)
+
+
+class S3prlAdapter(Adapter):
+    """satkern's own s3prl-format models."""
+
+    description = DESCRIPTION
+
+    def find(self, model: nn.Module) -> List[Tuple[str, nn.Module]]:
+        return find_modules(model)
+
+    def install(self, patch: Patch, model: nn.Module, found: List[Tuple[str, nn.Module]]) -> None:
+        install(patch, found, model)
+
+
+ADAPTER = S3prlAdapter()

@@ -36,6 +36,8 @@ from typing import Dict, List, Mapping, Optional, Sequence
 import torch
 from torch import nn
 
+from ..patching.observers import Observer
+
 # Probe training defaults (fixed: every point of a curve trains its probes the same way).
 PROBE_STEPS = 300  # Adam steps per probe
 PROBE_HIDDEN = 128  # hidden units of the frame-level MLP
@@ -199,24 +201,14 @@ def extract_probe_features(speech_model, utterances: Sequence[ProbeUtterance], *
     phones: List[Optional[torch.Tensor]] = [None] * n
     lengths = torch.zeros(n, dtype=torch.int64)
     abs_sum, count = 0.0, 0
-    fwd_s = attn_s = 0.0
+    fwd_s = 0.0
     order = []
-    h = satkern.patch(speech_model, **kwargs)
-    run = h.run
+    timer = AttentionTimer()
+    h = satkern.patch(speech_model, observers=[timer], **kwargs)
     layers = None
-    if layer_cache is not None and speech_model.family == "s3prl" and not h._which:
+    if layer_cache is not None and speech_model.family == "s3prl" and not h.metric_names:
         layers = list(model.encoder.layer)
         first_refined = _first_refined_layer(h)
-
-    def timed_run(*a, **k):  # the attention core of every layer: satkern.attention and its bookkeeping
-        nonlocal attn_s
-        t = time.perf_counter()
-        try:
-            return run(*a, **k)
-        finally:
-            attn_s += time.perf_counter() - t
-
-    h.run = timed_run  # instance attribute: the adapters call owner(module).run(...)
     metric_parts = []
     try:
         for batch in _batches([u.num_samples for u in utterances], int(batch_seconds * rate)):
@@ -258,17 +250,18 @@ def extract_probe_features(speech_model, utterances: Sequence[ProbeUtterance], *
                     phones[i] = frame_phone_labels(u.segments, u.num_samples, speech_model.frame_stride, T,
                                                    label_index)
             order.extend(batch)
-            if h._which:
+            if h.metric_names:
                 metric_parts.append((list(batch), h.metrics))
                 h.reset()
     finally:
         h.remove()
+    attn_s = timer.seconds
     metrics = None
     if metric_parts:
         from ..metrics import HeadMetrics
 
         metrics = HeadMetrics()
-        for w in h._which:
+        for w in h.metric_names:
             first = getattr(metric_parts[0][1], w)
             full = torch.full((n,) + tuple(first.shape[1:]), float("nan"), dtype=first.dtype)
             for idx, m in metric_parts:
@@ -288,10 +281,23 @@ def extract_probe_features(speech_model, utterances: Sequence[ProbeUtterance], *
 
 def _first_refined_layer(h) -> int:
     """The first layer a patch changes (pruned heads or a span), or ``num_layers`` if none."""
-    for l in range(h.num_layers):
-        if h._keep[l] is not None or h._spans[l] is not None:
-            return l
-    return h.num_layers
+    return next((l for l in range(h.num_layers) if h.refines(l)), h.num_layers)
+
+
+class AttentionTimer(Observer):
+    """Observer of a patch: ``seconds`` spent inside the layers' attention calls (the satkern op and the
+    patch's refinement: padded rows, head gates), wall clock, summed over every call since it was made.
+    Added last, its ``before`` / ``after`` pair encloses the op alone (see :mod:`satkern.patching.observers`)."""
+
+    def __init__(self):
+        self.seconds = 0.0
+        self._start = None
+
+    def before(self, call) -> None:
+        self._start = time.perf_counter()
+
+    def after(self, call) -> None:
+        self.seconds += time.perf_counter() - self._start
 
 
 def _s3prl_forward_cached(model, layers, inputs, frame_lengths, first_refined: int, cache: dict) -> torch.Tensor:

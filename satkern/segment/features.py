@@ -22,8 +22,6 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import torch
 
 from ..models.s3prl.features import S3prlFeatures, dct_matrix
-from ..ops.contract import validate
-from ..ops.reference import attention_map
 from .boundaries import upsample_map
 
 FEATURE_KINDS = ("attention", "hidden", "logmel", "mfcc")
@@ -131,11 +129,11 @@ def mfcc_from_logmel(logmel: torch.Tensor, n_mfcc: int = MFCC_COEFFS) -> torch.T
 class HeadMapCapture:
     """Patch a model so that each forward also returns the float64 maps of the chosen heads.
 
-    The model runs through :func:`satkern.patch` (statistics off; outputs as the model's own);
-    in each layer that holds a chosen head, that head's ``q, k`` (and bias) are put through the
-    reference backend's :func:`~satkern.ops.reference.attention_map`, materializing ``[B, h, T, T]``
-    for those ``h`` heads only. After a forward, ``maps[(layer, head)]`` is ``[B, T, T]`` float64
-    (zero on padded rows and keys). Use as a context manager; leaving it restores the model.
+    The model runs through :func:`satkern.patch` (statistics off; outputs as the model's own); an
+    observer of the patch forms, in each layer that holds a chosen head, the maps of those heads only
+    (:func:`satkern.attention_map` of the q, k and bias the layer receives: ``[B, h, T, T]``). After a
+    forward, ``maps[(layer, head)]`` is ``[B, T, T]`` float64 (zero on padded rows and keys). Use as a
+    context manager; leaving it restores the model.
     """
 
     def __init__(self, model, heads: Sequence[Tuple[int, int]], backend: str = "auto"):
@@ -153,24 +151,14 @@ class HeadMapCapture:
         for l, h in self.heads:
             self.by_layer.setdefault(l, []).append(h)
         self.maps: Dict[Tuple[int, int], torch.Tensor] = {}
-        original = self.patch.run
-        patch = self.patch
+        self.patch.observe(self._record)
 
-        def run(module, q, k, v, *, lengths, scale, bias=None, fill_padded=True):
-            layer = int(module.layer_index) if module in patch._shared else patch.layer_of[module]
-            chosen = self.by_layer.get(layer)
-            if chosen:
-                B, H, T, _ = q.shape
-                idx = torch.tensor(chosen, dtype=torch.long, device=q.device)
-                b = None if bias is None else bias.expand(B, H, T, T).index_select(1, idx)
-                call = validate(q.index_select(1, idx), k.index_select(1, idx), v.index_select(1, idx),
-                                lengths=lengths, scale=scale, bias=b)
-                A, _, _ = attention_map(call)  # [B, h, T, T] float64
-                for n, head in enumerate(chosen):
-                    self.maps[(layer, head)] = A[:, n]
-            return original(module, q, k, v, lengths=lengths, scale=scale, bias=bias, fill_padded=fill_padded)
-
-        patch.run = run  # instance attribute: every adapter calls owner(module).run(...)
+    def _record(self, call) -> None:
+        chosen = self.by_layer.get(call.layer)
+        if chosen:
+            A = call.attention_map(chosen)  # [B, h, T, T] float64
+            for n, head in enumerate(chosen):
+                self.maps[(call.layer, head)] = A[:, n]
 
     def reset(self) -> None:
         self.maps = {}

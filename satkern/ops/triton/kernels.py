@@ -239,87 +239,52 @@ def _attention_fwd_kernel(
     d_i = tl.zeros([BLOCK_M], dtype=tl.float32)
     lm_i = tl.zeros([BLOCK_M, BLOCK_L], dtype=tl.float32)
 
-    if SPAN_MODE == 0:
-        # every valid key; whole blocks unmasked, then the one block that straddles the length
-        full_hi = (n_end // BLOCK_N) * BLOCK_N
-        if WANT_DISTANCE:
-            # whole blocks left of the query block, touching it, right of it (the distance's cheap form
-            # off the diagonal; see _fwd_inner's DIST_SIDE)
-            left_hi = tl.minimum((start_m // BLOCK_N) * BLOCK_N, full_hi)
-            right_lo = tl.maximum(tl.minimum(tl.cdiv(start_m + BLOCK_M, BLOCK_N) * BLOCK_N, full_hi), left_hi)
-            acc, m_i, l_i, e_i, d_i, lm_i = _fwd_inner(
-                acc, m_i, l_i, e_i, d_i, lm_i, q, k_base, v_base, bias_base, w_base,
-                stride_kt, stride_kd, stride_vt, stride_vd, stride_bq, stride_bk, stride_wt, stride_wl,
-                offs_m, offs_d, offs_l, length, T, D, L, qk_scale, span, 0, left_hi,
-                BLOCK_N, False, False, True, False, HAS_BIAS, EVEN_D,
-                WANT_ENTROPY, WANT_DISTANCE, WANT_LABELS, DOT_PRECISION, UPCAST_DOT,
-                FUSED_SCALE, 1)
-            acc, m_i, l_i, e_i, d_i, lm_i = _fwd_inner(
-                acc, m_i, l_i, e_i, d_i, lm_i, q, k_base, v_base, bias_base, w_base,
-                stride_kt, stride_kd, stride_vt, stride_vd, stride_bq, stride_bk, stride_wt, stride_wl,
-                offs_m, offs_d, offs_l, length, T, D, L, qk_scale, span, left_hi, right_lo,
-                BLOCK_N, False, False, True, False, HAS_BIAS, EVEN_D,
-                WANT_ENTROPY, WANT_DISTANCE, WANT_LABELS, DOT_PRECISION, UPCAST_DOT,
-                FUSED_SCALE, 0)
-            acc, m_i, l_i, e_i, d_i, lm_i = _fwd_inner(
-                acc, m_i, l_i, e_i, d_i, lm_i, q, k_base, v_base, bias_base, w_base,
-                stride_kt, stride_kd, stride_vt, stride_vd, stride_bq, stride_bk, stride_wt, stride_wl,
-                offs_m, offs_d, offs_l, length, T, D, L, qk_scale, span, right_lo, full_hi,
-                BLOCK_N, False, False, True, False, HAS_BIAS, EVEN_D,
-                WANT_ENTROPY, WANT_DISTANCE, WANT_LABELS, DOT_PRECISION, UPCAST_DOT,
-                FUSED_SCALE, 2)
+    # ---- the key loop, in stages: stage i visits the key blocks [lo, hi) with its own compile-time flags
+    # (see _fwd_inner; every stage a SPAN_MODE does not use is left out at compile time):
+    #
+    #   SPAN_MODE 0, distance: whole blocks left of the query block | touching it | right of it | the block
+    #                          straddling the length (masked); the distance's cheap form off the diagonal
+    #   SPAN_MODE 0, else:     whole blocks | the block straddling the length (masked)
+    #   SPAN_MODE 2 (renorm):  the key blocks that intersect the band (masked; only the band takes part)
+    #   SPAN_MODE 1 (zero):    left of the band (statistics only) | the band (P@V with the band mask) |
+    #                          right of the band (statistics only): normalizer and statistics over every
+    #                          valid key, P@V over the band only
+    full_hi = (n_end // BLOCK_N) * BLOCK_N  # whole key blocks below the length
+    left_hi = tl.minimum((start_m // BLOCK_N) * BLOCK_N, full_hi)
+    right_lo = tl.maximum(tl.minimum(tl.cdiv(start_m + BLOCK_M, BLOCK_N) * BLOCK_N, full_hi), left_hi)
+    # key blocks that intersect the band of this query block: [start_m - r, start_m + BLOCK_M - 1 + r]
+    band_lo = tl.minimum((tl.maximum(start_m - span, 0) // BLOCK_N) * BLOCK_N, n_end)
+    band_hi = tl.minimum(start_m + BLOCK_M + span, n_end)
+    band_end = band_lo + ((tl.maximum(band_hi - band_lo, 0) + BLOCK_N - 1) // BLOCK_N) * BLOCK_N
+    SIDES: tl.constexpr = (SPAN_MODE == 0) & WANT_DISTANCE
+    NUM_STAGES: tl.constexpr = 4 if SIDES else (2 if SPAN_MODE == 0 else (1 if SPAN_MODE == 2 else 3))
+    for stage in tl.static_range(NUM_STAGES):
+        if SPAN_MODE == 0:
+            if SIDES:
+                lo = 0 if stage == 0 else (left_hi if stage == 1 else (right_lo if stage == 2 else full_hi))
+                hi = left_hi if stage == 0 else (right_lo if stage == 1 else (full_hi if stage == 2 else n_end))
+            else:
+                lo = 0 if stage == 0 else full_hi
+                hi = full_hi if stage == 0 else n_end
+        elif SPAN_MODE == 2:
+            lo = band_lo
+            hi = band_hi
         else:
-            acc, m_i, l_i, e_i, d_i, lm_i = _fwd_inner(
-                acc, m_i, l_i, e_i, d_i, lm_i, q, k_base, v_base, bias_base, w_base,
-                stride_kt, stride_kd, stride_vt, stride_vd, stride_bq, stride_bk, stride_wt, stride_wl,
-                offs_m, offs_d, offs_l, length, T, D, L, qk_scale, span, 0, full_hi,
-                BLOCK_N, False, False, True, False, HAS_BIAS, EVEN_D,
-                WANT_ENTROPY, WANT_DISTANCE, WANT_LABELS, DOT_PRECISION, UPCAST_DOT,
-                    FUSED_SCALE)
+            lo = 0 if stage == 0 else (band_lo if stage == 1 else band_end)
+            hi = band_lo if stage == 0 else (band_hi if stage == 1 else n_end)
         acc, m_i, l_i, e_i, d_i, lm_i = _fwd_inner(
             acc, m_i, l_i, e_i, d_i, lm_i, q, k_base, v_base, bias_base, w_base,
             stride_kt, stride_kd, stride_vt, stride_vd, stride_bq, stride_bk, stride_wt, stride_wl,
-            offs_m, offs_d, offs_l, length, T, D, L, qk_scale, span, full_hi, n_end,
-            BLOCK_N, True, False, True, False, HAS_BIAS, EVEN_D,
-            WANT_ENTROPY, WANT_DISTANCE, WANT_LABELS, DOT_PRECISION, UPCAST_DOT,
-                FUSED_SCALE)
-    else:
-        # key blocks that intersect the band of this query block: [start_m - r, start_m + BLOCK_M - 1 + r]
-        band_lo = tl.minimum((tl.maximum(start_m - span, 0) // BLOCK_N) * BLOCK_N, n_end)
-        band_hi = tl.minimum(start_m + BLOCK_M + span, n_end)
-        if SPAN_MODE == 2:
-            # renorm: only the band takes part at all
-            acc, m_i, l_i, e_i, d_i, lm_i = _fwd_inner(
-                acc, m_i, l_i, e_i, d_i, lm_i, q, k_base, v_base, bias_base, w_base,
-                stride_kt, stride_kd, stride_vt, stride_vd, stride_bq, stride_bk, stride_wt, stride_wl,
-                offs_m, offs_d, offs_l, length, T, D, L, qk_scale, span, band_lo, band_hi,
-                BLOCK_N, True, True, True, False, HAS_BIAS, EVEN_D,
-                WANT_ENTROPY, WANT_DISTANCE, WANT_LABELS, DOT_PRECISION, UPCAST_DOT,
-                FUSED_SCALE)
-        else:
-            # zero: normalizer and statistics over every valid key, P@V over the band only
-            band_end = band_lo + ((tl.maximum(band_hi - band_lo, 0) + BLOCK_N - 1) // BLOCK_N) * BLOCK_N
-            acc, m_i, l_i, e_i, d_i, lm_i = _fwd_inner(
-                acc, m_i, l_i, e_i, d_i, lm_i, q, k_base, v_base, bias_base, w_base,
-                stride_kt, stride_kd, stride_vt, stride_vd, stride_bq, stride_bk, stride_wt, stride_wl,
-                offs_m, offs_d, offs_l, length, T, D, L, qk_scale, span, 0, band_lo,
-                BLOCK_N, False, False, False, False, HAS_BIAS, EVEN_D,
-                WANT_ENTROPY, WANT_DISTANCE, WANT_LABELS, DOT_PRECISION, UPCAST_DOT,
-                FUSED_SCALE, 1)  # keys left of the band: left of every query row
-            acc, m_i, l_i, e_i, d_i, lm_i = _fwd_inner(
-                acc, m_i, l_i, e_i, d_i, lm_i, q, k_base, v_base, bias_base, w_base,
-                stride_kt, stride_kd, stride_vt, stride_vd, stride_bq, stride_bk, stride_wt, stride_wl,
-                offs_m, offs_d, offs_l, length, T, D, L, qk_scale, span, band_lo, band_hi,
-                BLOCK_N, True, False, True, True, HAS_BIAS, EVEN_D,
-                WANT_ENTROPY, WANT_DISTANCE, WANT_LABELS, DOT_PRECISION, UPCAST_DOT,
-                FUSED_SCALE)
-            acc, m_i, l_i, e_i, d_i, lm_i = _fwd_inner(
-                acc, m_i, l_i, e_i, d_i, lm_i, q, k_base, v_base, bias_base, w_base,
-                stride_kt, stride_kd, stride_vt, stride_vd, stride_bq, stride_bk, stride_wt, stride_wl,
-                offs_m, offs_d, offs_l, length, T, D, L, qk_scale, span, band_end, n_end,
-                BLOCK_N, True, False, False, False, HAS_BIAS, EVEN_D,
-                WANT_ENTROPY, WANT_DISTANCE, WANT_LABELS, DOT_PRECISION, UPCAST_DOT,
-                FUSED_SCALE, 2)  # keys right of the band: right of every query row
+            offs_m, offs_d, offs_l, length, T, D, L, qk_scale, span, lo, hi,
+            BLOCK_N=BLOCK_N,
+            KEY_MASK=stage == NUM_STAGES - 1 if SPAN_MODE == 0 else (SPAN_MODE == 2 or stage > 0),
+            BAND_SCORES=SPAN_MODE == 2,
+            DO_PV=SPAN_MODE != 1 or stage == 1,
+            BAND_PV=SPAN_MODE == 1 and stage == 1,
+            HAS_BIAS=HAS_BIAS, EVEN_D=EVEN_D, WANT_ENTROPY=WANT_ENTROPY, WANT_DISTANCE=WANT_DISTANCE,
+            WANT_LABELS=WANT_LABELS, DOT_PRECISION=DOT_PRECISION, UPCAST_DOT=UPCAST_DOT, FUSED_SCALE=FUSED_SCALE,
+            # keys wholly left of every query row of the program (1), wholly right of them (2), or anywhere (0)
+            DIST_SIDE=(1 if stage == 0 else (2 if stage == 2 else 0)) if SIDES or SPAN_MODE == 1 else 0)
 
     # ---- epilogue: padded rows 0; empty rows (l = 0) out 0, lse -inf, stats 0; masked heads NaN stats
     row_valid = offs_m < length
