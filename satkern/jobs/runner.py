@@ -8,10 +8,11 @@ own work; its config extends :class:`CorpusJobConfig` and it drives a :class:`Co
    ``--resume`` / ``--overwrite`` (nothing written yet);
 3. :meth:`CorpusJob.discover`: the corpus' utterances sorted by id, ``max_utterances``, clips shorter
    than ``min_seconds`` skipped with their reason;
-4. :meth:`CorpusJob.load_model`: seeded, loaded, on the device, the random-weights banner;
+4. :meth:`CorpusJob.load_model`: seeded, loaded, on the device;
    :meth:`CorpusJob.drop_frameless`: utterances the model gives 0 frames skipped with their reason;
-5. :meth:`CorpusJob.prepare_folder`: only now is ``--out`` created and an earlier run's outputs removed,
-   so a job refused for its arguments, corpus or model leaves nothing behind
+5. :meth:`CorpusJob.prepare_folder`, once every check has passed: only now is ``--out`` created, an
+   earlier run's outputs removed and a model with random weights announced in a banner, so a job
+   refused for its arguments, corpus or model prints its one-line error and leaves nothing behind
    (:meth:`CorpusJob.undo_folder` removes what a job that produced nothing created);
 6. :meth:`CorpusJob.summary` and :meth:`CorpusJob.write_summary`: the one ``summary.json`` schema.
 
@@ -96,6 +97,7 @@ class CorpusJob:
         self.backends_used: set = set()
         self.created_out = False
         self._checksum: Optional[str] = None
+        self._meaning = ""
 
     # ------------------------------------------------------------------ 1. arguments
     def preflight(self) -> torch.device:
@@ -173,18 +175,16 @@ class CorpusJob:
     def load_model(self, model=None, *, meaning: str, **load_kwargs):
         """The job's :class:`~satkern.models.SpeechModel` (``model``, else ``config.model`` loaded after
         seeding torch with ``config.seed``: built-in names get the same random weights on every rank and
-        rerun), in eval mode on the job's device. A model with random weights is announced in a banner
-        whose last line, ``meaning``, says what the job's numbers then mean."""
+        rerun), in eval mode on the job's device. A model with random weights is announced (by
+        :meth:`prepare_folder`) in a banner whose last line, ``meaning``, says what the job's numbers mean."""
         from ..models import load_model
 
         if model is None:
             torch.manual_seed(self.config.seed)
             model = load_model(self.config.model, trust_checkpoint=self.config.trust_checkpoint, **load_kwargs)
         model.model.to(self.device).eval()
-        if model.random_weights:
-            self.log("=" * 72 + f"\nsatkern {self.kind}: model {model.name!r} has RANDOM WEIGHTS (built-in "
-                     f"architecture, seed {self.config.seed});\n{meaning}\n" + "=" * 72)
         self.model = model
+        self._meaning = meaning
         return model
 
     def drop_frameless(self, utterances: Iterable) -> list:
@@ -209,8 +209,12 @@ class CorpusJob:
 
     # ------------------------------------------------------------------ 5. output folder
     def prepare_folder(self, stale: Sequence[str] = (), *, resume: bool = False, keep: Sequence = ()) -> None:
-        """Create ``--out``; unless ``resume``, remove the files an earlier run left there (glob patterns
-        ``stale``), except the paths in ``keep`` (an input the job reads from its own folder)."""
+        """The job starts: a model with random weights is announced; ``--out`` is created and, unless
+        ``resume``, the files an earlier run left there (glob patterns ``stale``) are removed, except the
+        paths in ``keep`` (an input the job reads from its own folder)."""
+        if self.model is not None and self.model.random_weights:
+            self.log("=" * 72 + f"\nsatkern {self.kind}: model {self.model.name!r} has RANDOM WEIGHTS (built-in "
+                     f"architecture, seed {self.config.seed});\n{self._meaning}\n" + "=" * 72)
         self.created_out = not self.out.exists()
         self.out.mkdir(parents=True, exist_ok=True)
         if resume:
