@@ -32,6 +32,7 @@ Every job's ``summary.json`` starts with the same keys, of the same shapes (the 
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import sys
 from dataclasses import dataclass
@@ -79,13 +80,14 @@ def _to_stderr(line: str) -> None:
 class CorpusJob:
     """One run of a corpus job: its device, corpus, model, output folder, skip record and summary.
 
-    ``kind``: ``"analyze"``, ``"segment"`` or ``"rank"`` (messages say ``satkern <kind>: ...``);
-    ``log``: where progress lines go (default stderr).
+    ``kind``: the job's name in its messages (``satkern <kind>: ...``) and in ``summary.json``
+    (satkern's own: :data:`JOB_KINDS`, which ``satkern report`` reads); ``log``: where progress lines go
+    (default stderr).
     """
 
     def __init__(self, config: CorpusJobConfig, kind: str, log: Optional[Callable[[str], None]] = None):
-        if kind not in JOB_KINDS:
-            raise ValueError(f"CorpusJob: kind must be one of {JOB_KINDS}; got {kind!r}")
+        if not re.fullmatch(r"[a-z][a-z0-9-]*", str(kind)):
+            raise ValueError(f"CorpusJob: kind must be a short lower-case name like 'analyze'; got {kind!r}")
         self.config = config
         self.kind = kind
         self.out = Path(config.out)
@@ -168,7 +170,7 @@ class CorpusJob:
             groups.setdefault(key, []).append(s)
         parts = [f"{len(v)} x {k} (e.g. {v[0]['path']})" for k, v in sorted(groups.items(), key=lambda kv: -len(kv[1]))]
         shown = "; ".join(parts[:5]) + (f"; and {len(parts) - 5} other reasons" if len(parts) > 5 else "")
-        return ValueError(f"corpus {corpus}: none of its {found} utterances could be {_DONE[self.kind]}; "
+        return ValueError(f"corpus {corpus}: none of its {found} utterances could be {_DONE.get(self.kind, 'used')}; "
                           f"skipped: {shown}")
 
     # ------------------------------------------------------------------ 4. model
