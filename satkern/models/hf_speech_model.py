@@ -36,9 +36,7 @@ class HFSpeechModel(SpeechModel):
         return _hf.conv_frames(cfg, int(num_samples)) // int(getattr(cfg, "squeeze_factor", 1) or 1)
 
     def prepare(self, waveforms) -> Tuple[dict, torch.Tensor]:
-        waves = [torch.as_tensor(w, dtype=torch.float32).flatten() for w in waveforms]
-        if not waves:
-            raise ValueError("SpeechModel.prepare: no waveforms")
+        waves = self._waveforms(waveforms)
         n = torch.tensor([len(w) for w in waves], dtype=torch.int64)
         N = int(n.max())
         x = torch.zeros(len(waves), N)

@@ -111,6 +111,14 @@ class SpeechModel(abc.ABC):
             raise TypeError("SpeechModel.forward: attention_mask is already in the dict from .prepare(waveforms)")
         return inputs
 
+    @staticmethod
+    def _waveforms(waveforms) -> list:
+        """1-d float32 tensors of what :meth:`prepare` was given (at least one)."""
+        waves = [torch.as_tensor(w, dtype=torch.float32).flatten() for w in waveforms]
+        if not waves:
+            raise ValueError("SpeechModel.prepare: no waveforms")
+        return waves
+
     def _device(self) -> torch.device:
         return next(self.model.parameters()).device
 

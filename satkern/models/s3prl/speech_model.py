@@ -83,9 +83,7 @@ class S3prlSpeechModel(SpeechModel):
 
     # -- running it -----------------------------------------------------------------------------
     def prepare(self, waveforms) -> Tuple[dict, torch.Tensor]:
-        waves = [torch.as_tensor(w, dtype=torch.float32).flatten() for w in waveforms]
-        if not waves:
-            raise ValueError("SpeechModel.prepare: no waveforms")
+        waves = self._waveforms(waveforms)
         device = self._device()
         feats, lengths = self.model.extract_features([w.to(device) for w in waves])
         r = int(self.model.downsample_rate or 1)
