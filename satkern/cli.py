@@ -1,10 +1,5 @@
-"""``satkern`` command line: thin; one module per subcommand in :mod:`satkern.commands`.
-
-    satkern analyze --model MODEL --corpus CORPUS --out DIR [options]
-    torchrun --nproc-per-node N -m satkern analyze ...      (shards utterances over processes)
-    satkern demo                                            (the job on the fixture corpus)
-    satkern demo-op                                         (the attention op alone)
-"""
+"""``satkern`` command line: thin; one module per subcommand in :mod:`satkern.commands`
+(listed in ``COMMANDS``), each parsing its options and calling one library function."""
 from __future__ import annotations
 
 import argparse
@@ -18,6 +13,14 @@ from .commands import COMMANDS
 from .commands.analyze import print_report  # noqa: F401  (kept importable from satkern.cli)
 from .commands.demo import DEMO_MODEL, FIXTURE_CORPUS  # noqa: F401
 
+# what `satkern --help` says above the list of commands (plain text: argparse prints it as written)
+DESCRIPTION = """\
+satkern: fused self-attention with per-head attention statistics for self-supervised speech
+transformers (G, V, D, W of every head; head and span pruning), and the paper's analyses.
+
+Run 'satkern COMMAND --help' for a command's options. Under torchrun,
+'torchrun --nproc-per-node N -m satkern analyze ...' shards the utterances over N processes."""
+
 
 def _command_modules():
     return [importlib.import_module(f".commands.{name}", __package__) for name in COMMANDS]
@@ -27,7 +30,8 @@ def build_parser():
     """The ``satkern`` parser and ``{subcommand: module}``."""
     from . import __version__
 
-    ap = argparse.ArgumentParser(prog="satkern", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(prog="satkern", description=DESCRIPTION,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--version", action="version", version=f"satkern {__version__}",
                     help="print the satkern version and exit")
     sub = ap.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -36,26 +40,16 @@ def build_parser():
         p = sub.add_parser(mod.NAME, help=mod.HELP, description=getattr(mod, "DESCRIPTION", mod.HELP))
         mod.add_arguments(p)
         modules[mod.NAME] = mod
-    # parsed by satkern.demo_op itself (`satkern demo-op --help` lists its options)
-    sub.add_parser("demo-op", help="the attention op alone on HuBERT-base-shaped inputs", add_help=False)
     return ap, modules
 
 
 def main(argv: Optional[List[str]] = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    from .analysis import ResumeError
+    from .jobs import ResumeError
     from .ops import BackendUnavailable
 
     # a bad argument, corpus or model spec: one line, no traceback
     one_line_errors = (ValueError, FileNotFoundError, FileExistsError, ResumeError, BackendUnavailable)
-    if argv and argv[0] == "demo-op":
-        from .demo_op import main as demo_op_main
-
-        try:
-            return demo_op_main(argv[1:])
-        except one_line_errors as e:
-            print(f"satkern demo-op: error: {_one_line(e)}", file=sys.stderr)
-            return 2
     ap, modules = build_parser()
     args = ap.parse_args(argv)
     try:

@@ -165,7 +165,7 @@ def test_version(capsys):
 
 
 def _all_parsers():
-    from satkern.demo_op import build_parser as demo_op_parser
+    from satkern.commands.demo_op import build_parser as demo_op_parser
 
     ap, _ = build_parser()
     yield "satkern", ap

@@ -4,7 +4,7 @@
 // check every kernel template on a machine with no GPU and no CUDA torch
 // (csrc/cuda/compile_check.cu, tests/test_cuda_compile.py). The torch binding is
 // csrc/cuda/attention_cuda.cu; the contract (padding, empty rows, masked heads,
-// span modes) is satkern/ops/reference.py, the definitions /work/shared/METRICS.md.
+// span modes) is satkern/ops/reference.py, the definitions docs/METRICS.md.
 //
 // Two passes, as in METRICS.md ("Online forms"):
 //

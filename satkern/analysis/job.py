@@ -22,61 +22,49 @@ NCCL on CUDA); rank 0 writes the outputs (``DIR`` must be on a file system all r
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import random
-import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable, List, Optional, Sequence
 
-import numpy as np
 import torch
 
 from ..metrics import categorize
-from ..provenance import device_description as _device_description, git_commit as _git_commit
-from ..provenance import versions as _versions, weights_checksum as _weights_checksum
 from ..ops import STAT_NAMES, BackendUnavailable
 from ..corpus.batching import BatchDataset, plan_batches
 from ..corpus.audio import resampled_length
 from ..corpus.phones import TIMIT39, fold_39
-from ..corpus.readers import collect_labels, discover_corpus
+from ..corpus.readers import collect_labels
+from ..jobs import CorpusJob, CorpusJobConfig, ResumeError, backend_error
 from .accumulate import METRICS, Accumulator
-from .preflight import backend_error, check_backend, resolve_device
-from .output import atomic_write_bytes, atomic_write_text, write_heads_csv, write_prm, write_utterances
+from .output import atomic_write_bytes, write_heads_csv, write_prm, write_utterances
 
 CHECKPOINT_VERSION = 1
+# what a fresh run removes from --out before it starts (glob patterns; --resume keeps them)
+STALE_OUTPUTS = ("checkpoint/rank*-of-*.pt", "checkpoint/parts/*.parquet", "heads.csv", "prm.npz",
+                 "utterances.parquet", "maps.npz", "summary.json")
 
 
 @dataclass
-class AnalyzeConfig:
-    """Everything :func:`analyze` needs (the CLI maps its options one-to-one onto these)."""
+class AnalyzeConfig(CorpusJobConfig):
+    """Everything :func:`analyze` needs (the CLI maps its options one-to-one onto these); the options
+    every corpus job shares (model, corpus, out, device, backend, seed, ...) are :class:`CorpusJobConfig`'s
+    (``seed`` also shuffles the batch order with ``order="shuffle"``)."""
 
-    model: str
-    corpus: str
-    out: str
-    device: str = "cpu"
-    backend: str = "auto"
     stats: Sequence[str] = STAT_NAMES
     budget_seconds: float = 40.0  # padded audio seconds per batch
     workers: int = 0  # DataLoader worker processes (0: load in the main process)
     per_utterance: bool = False
     resume: bool = False
     fold_39: bool = False
-    layout: Optional[str] = None
-    alignments: Optional[str] = None  # folder of TextGrids (MFA output) for librispeech/directory corpora
-    phone_tier: Optional[str] = None
     phone_relations: bool = True  # PRM when alignments exist
     allow_resample: bool = True
     checkpoint_seconds: float = 60.0
     checkpoint_batches: Optional[int] = None  # also checkpoint every N batches (tests)
     max_utterances: Optional[int] = None  # first N utterances (by id) only
     order: str = "length"  # "length" (longest batch first) or "shuffle" (batch order shuffled with `seed`)
-    seed: int = 0  # torch seed before building the model (built-in names: random weights) and for "shuffle"
-    progress: bool = True
-    trust_checkpoint: bool = False
-    overwrite: bool = False
     min_seconds: float = 0.25  # clips shorter than this are skipped with a reason
     keep_checkpoint: bool = False  # keep DIR/checkpoint/ after a successful run
     s3prl_whole_sequence: bool = False  # s3prl checkpoints: ignore task.sequence_length (no chunks)
@@ -88,10 +76,6 @@ class AnalyzeConfig:
                 "phone_tier": self.phone_tier, "phone_relations": self.phone_relations,
                 "allow_resample": self.allow_resample, "max_utterances": self.max_utterances, "seed": self.seed,
                 "min_seconds": self.min_seconds, "s3prl_whole_sequence": self.s3prl_whole_sequence}
-
-
-class ResumeError(RuntimeError):
-    pass
 
 
 @dataclass
@@ -168,7 +152,6 @@ def analyze(config: AnalyzeConfig, *, model=None, on_batch: Optional[Callable[[i
     checkpointed if due); an exception there stops the job (tests use it to simulate a kill).
     """
     import satkern
-    from satkern.models import load_model
 
     t_start = time.perf_counter()
     if not isinstance(config.maps, int) or isinstance(config.maps, bool) or config.maps < 0:
@@ -179,7 +162,7 @@ def analyze(config: AnalyzeConfig, *, model=None, on_batch: Optional[Callable[[i
         config = replace(config, per_utterance=True)  # maps.py picks utterances by their per-utterance values
     dist = _setup_distributed(config.device)
     try:
-        return _analyze(config, dist, model, on_batch, log, t_start, satkern, load_model)
+        return _analyze(config, dist, model, on_batch, log, t_start, satkern)
     finally:
         if dist.initialized_here:
             import torch.distributed as tdist
@@ -187,15 +170,16 @@ def analyze(config: AnalyzeConfig, *, model=None, on_batch: Optional[Callable[[i
             tdist.destroy_process_group()
 
 
-def _analyze(config, dist, model, on_batch, log, t_start, satkern, load_model) -> dict:
+def _analyze(config, dist, model, on_batch, log, t_start, satkern) -> dict:
     rank0 = dist.rank == 0
-    if log is None:
-        log = (lambda s: print(s, file=sys.stderr, flush=True)) if rank0 else (lambda s: None)
-    out = Path(config.out)
-    device = resolve_device(config.device)
+    if log is None and not rank0:
+        log = lambda s: None  # noqa: E731  (rank 0 speaks for the job)
+    job = CorpusJob(config, "analyze", log)
+    log = job.log
+    out = job.out
+    device = job.preflight()
     if device.type == "cuda" and dist.enabled:
-        device = torch.device(f"cuda:{dist.local_rank}")
-    check_backend(config.backend, device)
+        device = job.device = torch.device(f"cuda:{dist.local_rank}")
     stats = tuple(config.stats)
     bad = [s for s in stats if s not in STAT_NAMES]
     if bad:
@@ -204,27 +188,13 @@ def _analyze(config, dist, model, on_batch, log, t_start, satkern, load_model) -
         raise ValueError(f"argument --min-seconds: expected a number of seconds >= 0; got {config.min_seconds}")
 
     ck = _Checkpointer(out, dist)
-    if out.exists() and not config.resume and not config.overwrite:
-        if ck.all_paths() or (out / "summary.json").exists():
-            raise FileExistsError(f"satkern analyze: {out} holds a previous run; pass --resume to continue it "
-                                  f"or --overwrite to start over")
+    job.refuse_previous_run(["summary.json", "checkpoint/rank*-of-*.pt"], resume=config.resume)
 
     # ---------------------------------------------------------------- corpus
-    corpus = discover_corpus(config.corpus, layout=config.layout, alignments=config.alignments)
-    found_count = len(corpus.utterances) + len(corpus.skipped)
-    utts = sorted(corpus.utterances, key=lambda u: u.uid)
-    if config.max_utterances is not None:
-        utts = utts[: config.max_utterances]
-    kept = []
-    for u in utts:
-        if u.num_samples > 0 and u.duration < config.min_seconds:
-            corpus.skip(u.uid, u.audio, f"too short: {u.duration:.3f} s, below the minimum clip length of "
-                                        f"{config.min_seconds:g} s (--min-seconds)")
-        else:
-            kept.append(u)
-    utts = corpus.utterances = kept
-    if not utts:
-        raise ValueError(_nothing_readable(config.corpus, found_count, corpus.skipped))
+    corpus = job.discover(max_utterances=config.max_utterances, min_seconds=config.min_seconds)
+    found_count = job.utterances_found
+    if not corpus.utterances:
+        raise job.nothing_usable()
     use_labels = config.phone_relations and corpus.has_alignments
     label_map = fold_39 if config.fold_39 else None
     labels: List[str] = []
@@ -238,35 +208,18 @@ def _analyze(config, dist, model, on_batch, log, t_start, satkern, load_model) -
             use_labels = False  # no utterance kept a usable alignment
 
     # ---------------------------------------------------------------- model
-    if model is None:
-        torch.manual_seed(config.seed)  # built-in names: the same random weights on every rank and rerun
-        model = load_model(config.model, trust_checkpoint=config.trust_checkpoint,
-                           s3prl_whole_sequence=config.s3prl_whole_sequence)
-    model.model.to(device).eval()
-    if model.random_weights:
-        log("=" * 72 + f"\nsatkern analyze: model {model.name!r} has RANDOM WEIGHTS (built-in architecture, "
-            f"seed {config.seed});\nthe numbers below describe an untrained network, not a trained SAT.\n" + "=" * 72)
+    model = job.load_model(model, s3prl_whole_sequence=config.s3prl_whole_sequence,
+                           meaning="the numbers below describe an untrained network, not a trained SAT.")
     rate = int(model.sample_rate)
     notes = []
 
     label_index = {l: i for i, l in enumerate(labels)}
-    utts = corpus.utterances
-    # utterances too short for the model (0 frames) are skipped up front
-    kept = []
-    for u in utts:
-        n = resampled_length(u.num_samples, u.sample_rate, rate)
-        if u.num_samples > 0 and model.num_frames(n) <= 0:
-            corpus.skip(u.uid, u.audio, f"too short for the model ({u.num_samples} samples at {u.sample_rate} Hz "
-                                        f"give 0 frames)")
-        else:
-            kept.append(u)
-    utts = kept
+    utts = job.drop_frameless(corpus.utterances)  # 0 model frames: skipped up front
     if not utts:
-        raise ValueError(_nothing_readable(config.corpus, found_count, corpus.skipped))
+        raise job.nothing_usable()
     unaligned = sum(1 for u in utts if not u.alignment) if use_labels else 0
-    discovery_skipped = list(corpus.skipped)
 
-    fingerprint = dict(config.fingerprint_fields(), weights=_weights_checksum(model.model), labels=labels,
+    fingerprint = dict(config.fingerprint_fields(), weights=job.weights_checksum(), labels=labels,
                        utterances=hashlib.sha256("\n".join(u.uid for u in utts).encode()).hexdigest()[:16],
                        world=dist.world)
 
@@ -318,17 +271,9 @@ def _analyze(config, dist, model, on_batch, log, t_start, satkern, load_model) -
         import torch.distributed as tdist
 
         tdist.barrier()  # every rank has checked before rank 0 clears anything
-    created_out = not out.exists()
     created_ck = not ck.dir.exists()
-    if rank0:
-        out.mkdir(parents=True, exist_ok=True)
-        if not config.resume:
-            for p in ck.all_paths() + [out / n for n in ("heads.csv", "prm.npz", "utterances.parquet", "maps.npz", "summary.json")]:
-                if p.exists():
-                    p.unlink()  # a fresh run leaves no output of an earlier one behind
-            if ck.parts_dir.exists():
-                for p in ck.parts_dir.glob("*.parquet"):
-                    p.unlink()
+    if rank0:  # a fresh run leaves no output of an earlier one behind
+        job.prepare_folder(STALE_OUTPUTS, resume=config.resume)
         ck.parts_dir.mkdir(parents=True, exist_ok=True)
     if dist.enabled:
         tdist.barrier()
@@ -349,7 +294,7 @@ def _analyze(config, dist, model, on_batch, log, t_start, satkern, load_model) -
                                          collate_fn=_identity, prefetch_factor=2 if config.workers else None,
                                          persistent_workers=False)
 
-    n_skipped_now = len(discovery_skipped)
+    n_skipped_now = len(job.skipped)
     log(f"satkern analyze: {model.name} ({model.family}, {rate} Hz, {model.frame_stride} samples/frame) on "
         f"{corpus.layout} corpus {config.corpus}: {found_count} utterances found"
         + (f" ({config.max_utterances} at most analyzed)" if config.max_utterances is not None else "")
@@ -374,11 +319,7 @@ def _analyze(config, dist, model, on_batch, log, t_start, satkern, load_model) -
     audio_seconds = 0.0  # processed in this run (this rank)
     t_run = time.perf_counter()
     last_ck = time.perf_counter()
-    bar = None
-    if config.progress and rank0:
-        from tqdm import tqdm
-
-        bar = tqdm(total=len(shard), unit="utt", dynamic_ncols=True, desc="analyze", file=sys.stderr)
+    bar = job.progress("analyze", total=len(shard)) if rank0 else None
 
     def checkpoint():
         nonlocal rows, last_ck
@@ -470,7 +411,7 @@ def _analyze(config, dist, model, on_batch, log, t_start, satkern, load_model) -
         checkpoint()
     except BaseException:
         if len(mine_finished) == n_prior and not finished and rank0:
-            _remove_new_outputs(out, ck, created_out, created_ck)  # failed before its first batch
+            job.undo_folder([ck.dir] if created_ck else [])  # failed before its first batch
         raise
     finally:
         h.remove()
@@ -506,10 +447,11 @@ def _analyze(config, dist, model, on_batch, log, t_start, satkern, load_model) -
         audio_seconds = sum(g["audio"] for g in gathered)
         timing = {k: max(g["timing"][k] for g in gathered) for k in timing}
 
+    job.skipped.extend(all_skipped)  # the files that failed to load, on every rank
     if int(acc.n_utterances) == 0:
         if rank0:
-            _remove_new_outputs(out, ck, created_out, True)
-        raise ValueError(_nothing_readable(config.corpus, found_count, discovery_skipped + all_skipped))
+            job.undo_folder([ck.dir])
+        raise job.nothing_usable()
 
     summary = None
     if rank0:
@@ -534,50 +476,43 @@ def _analyze(config, dist, model, on_batch, log, t_start, satkern, load_model) -
                                    k=config.maps, model_spec=config.model, weights_checksum=fingerprint["weights"],
                                    with_alignments=corpus.has_alignments, tier=config.phone_tier, label_map=label_map,
                                    allow_resample=config.allow_resample, backend=config.backend, log=log)
-        skipped = discovery_skipped + all_skipped
+        skipped = job.skipped
         proc_audio = audio_seconds
-        summary = {
-            "model": {"spec": config.model, "name": model.name, "family": model.family,
-                      "random_weights": bool(model.random_weights), "sample_rate": rate,
-                      "frame_stride": model.frame_stride, "layers": acc.L, "heads": acc.H,
-                      "weights_checksum": fingerprint["weights"], **_s3prl_chunking(model, all_chunked)},
-            "corpus": {"path": str(config.corpus), "layout": corpus.layout, "utterances_found": found_count,
-                       "alignments": bool(corpus.has_alignments), "fold_39": config.fold_39,
-                       "labels": labels},
-            "counts": {"utterances_found": found_count, "utterances_analyzed": int(acc.n_utterances),
-                       "utterances_skipped": len(skipped), "utterances_in_prm": int(acc.prm_n),
-                       "utterances_without_alignment": len(all_unaligned),
-                       "utterances_resampled": sum(1 for c in all_conversions if c["resampled"]),
-                       "utterances_downmixed": sum(1 for c in all_conversions if c["downmixed"]),
-                       "utterances_with_nan_attention": len(all_nan),
-                       "frames": int(acc.frames)},
-            "conversions": sorted(all_conversions, key=lambda c: c["utterance"]),
-            "without_alignment": sorted(all_unaligned),
-            "nan_attention": sorted(all_nan, key=lambda r: r["utterance"]),
-            "audio_hours": acc.audio_seconds / 3600.0,
-            "audio_hours_this_run": proc_audio / 3600.0,
-            "elapsed_s": elapsed,
-            "throughput_audio_s_per_s": (proc_audio / run_s) if run_s > 0 else None,
-            "loader": {"workers": config.workers, **timing,
-                       "wait_fraction": timing["wait_s"] / run_s if run_s else None,
-                       "busy_fraction": (timing["load_s"] / (run_s * max(config.workers, 1))) if run_s else None},
-            "categories": ({c: cats.count(c) for c in ("global", "vertical", "diagonal")} if cats else None),
-            "device": _device_description(device),
-            "backend": {"requested": config.backend, "used": sorted(h.backends_used)},
-            "stats": list(stats),
-            "notes": notes,
-            "maps": maps_info,
-            "processes": dist.world,
-            "resumed": bool(finished),
-            "utterances_this_run": n_done,
-            "config": {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(config).items()},
-            "versions": _versions(),
-            "git_commit": _git_commit(),
-            "outputs": sorted(p.name for p in out.iterdir() if p.is_file() and p.suffix in (".csv", ".npz", ".parquet")),
-            "skipped": skipped,
-        }
+        job.record_backends(h)
+        summary = job.summary(
+            model=model.chunking_record(len(all_chunked)),
+            corpus={"utterances_found": found_count, "alignments": bool(corpus.has_alignments),
+                    "fold_39": config.fold_39, "labels": labels},
+            counts={"utterances_found": found_count, "utterances_analyzed": int(acc.n_utterances),
+                    "utterances_skipped": len(skipped), "utterances_in_prm": int(acc.prm_n),
+                    "utterances_without_alignment": len(all_unaligned),
+                    "utterances_resampled": sum(1 for c in all_conversions if c["resampled"]),
+                    "utterances_downmixed": sum(1 for c in all_conversions if c["downmixed"]),
+                    "utterances_with_nan_attention": len(all_nan),
+                    "frames": int(acc.frames)},
+            conversions=sorted(all_conversions, key=lambda c: c["utterance"]),
+            without_alignment=sorted(all_unaligned),
+            nan_attention=sorted(all_nan, key=lambda r: r["utterance"]),
+            audio_hours=acc.audio_seconds / 3600.0,
+            audio_hours_this_run=proc_audio / 3600.0,
+            elapsed_s=elapsed,
+            throughput_audio_s_per_s=(proc_audio / run_s) if run_s > 0 else None,
+            loader={"workers": config.workers, **timing,
+                    "wait_fraction": timing["wait_s"] / run_s if run_s else None,
+                    "busy_fraction": (timing["load_s"] / (run_s * max(config.workers, 1))) if run_s else None},
+            categories=({c: cats.count(c) for c in ("global", "vertical", "diagonal")} if cats else None),
+            stats=list(stats),
+            notes=notes,
+            maps=maps_info,
+            processes=dist.world,
+            resumed=bool(finished),
+            utterances_this_run=n_done,
+            config={k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(config).items()},
+            outputs=sorted(p.name for p in out.iterdir() if p.is_file() and p.suffix in (".csv", ".npz", ".parquet")),
+        )
         summary["outputs"] = sorted(set(summary["outputs"]) | {"summary.json"})
-        atomic_write_text(out / "summary.json", json.dumps(summary, indent=2, default=str) + "\n")
+        summary["git_commit"] = summary["commit"]  # the name analyze summaries had before the shared schema
+        job.write_summary(summary)
         c = summary["counts"]
         log(f"satkern analyze: {int(acc.n_utterances)} utterances ({summary['audio_hours']:.4f} h of audio) in "
             f"{elapsed:.1f} s; {len(skipped)} skipped; {c['utterances_resampled']} resampled, "
@@ -588,8 +523,7 @@ def _analyze(config, dist, model, on_batch, log, t_start, satkern, load_model) -
                f"summary.json nan_attention)" if c["utterances_with_nan_attention"] else "")
             + (f"; s3prl sequence_length {summary['model']['s3prl']['sequence_length']}: "
                f"{summary['model']['s3prl']['utterances_chunked']} utterances run in chunks"
-               if summary["model"].get("s3prl", {}).get("sequence_length") and not model.model.whole_sequence
-               else "") + f"; outputs in {out}")
+               if model.chunks_long_inputs else "") + f"; outputs in {out}")
     if dist.enabled:
         import torch.distributed as tdist
 
@@ -599,40 +533,3 @@ def _analyze(config, dist, model, on_batch, log, t_start, satkern, load_model) -
 
         shutil.rmtree(ck.dir, ignore_errors=True)  # finished: the outputs hold everything
     return summary if summary is not None else {"rank": dist.rank}
-
-
-def _s3prl_chunking(model, chunked: List[str]) -> dict:
-    """summary.json's record of s3prl's sequence_length chunking (s3prl models only)."""
-    seq = getattr(model.model, "sequence_length", None)
-    if model.family != "s3prl" or seq is None:
-        return {}
-    mode = ("whole sequence (--s3prl-whole-sequence)" if model.model.whole_sequence else
-            "s3prl chunks (inputs longer than sequence_length run in torch.chunk pieces)") if seq else \
-        "whole sequence (no sequence_length in the checkpoint)"
-    return {"s3prl": {"sequence_length": int(seq), "mode": mode, "utterances_chunked": len(chunked)}}
-
-
-def _nothing_readable(corpus, found: int, skipped: List[dict]) -> str:
-    """One line: why no utterance of the corpus could be analyzed (the skip reasons, grouped)."""
-    if not found:
-        return f"corpus {corpus}: no utterances found (no audio files, or an empty manifest)"
-    groups: dict = {}
-    for s in skipped:
-        key = str(s["reason"])
-        path = str(s.get("path", ""))
-        if path and key.startswith(path + ": "):
-            key = key[len(path) + 2:]
-        groups.setdefault(key, []).append(s)
-    parts = [f"{len(v)} x {k} (e.g. {v[0]['path']})" for k, v in sorted(groups.items(), key=lambda kv: -len(kv[1]))]
-    shown = "; ".join(parts[:5]) + (f"; and {len(parts) - 5} other reasons" if len(parts) > 5 else "")
-    return f"corpus {corpus}: none of its {found} utterances could be analyzed; skipped: {shown}"
-
-
-def _remove_new_outputs(out: Path, ck: "_Checkpointer", created_out: bool, created_ck: bool) -> None:
-    """Undo what a run that produced nothing created: its checkpoint folder and, if it made it, ``out``."""
-    import shutil
-
-    if created_ck and ck.dir.exists():
-        shutil.rmtree(ck.dir, ignore_errors=True)
-    if created_out and out.exists() and not any(out.iterdir()):
-        out.rmdir()

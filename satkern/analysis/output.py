@@ -1,29 +1,16 @@
-"""Atomic writers for the job's outputs (write a temporary file beside the target, then os.replace)."""
+"""The analysis job's output files (``heads.csv``, ``prm.npz``, ``utterances.parquet``), each written
+atomically (:mod:`satkern.jobs.files`, re-exported here for the analysis modules)."""
 from __future__ import annotations
 
 import io
-import os
-from pathlib import Path
 from typing import List, Optional, Sequence
 
 import numpy as np
 
+from ..jobs.files import atomic_write_bytes, atomic_write_text
 from .accumulate import METRICS
 
-
-def atomic_write_bytes(path, data: bytes) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
-def atomic_write_text(path, text: str) -> None:
-    atomic_write_bytes(path, text.encode("utf-8"))
+__all__ = ["atomic_write_bytes", "atomic_write_text", "write_heads_csv", "write_prm", "write_utterances"]
 
 
 def write_heads_csv(path, heads: dict, categories: Optional[Sequence[str]]) -> None:

@@ -1,8 +1,9 @@
 """One module per ``satkern`` subcommand.
 
-Each module defines ``NAME`` (the subcommand), ``HELP`` (one line), ``add_arguments(parser)`` and
-``run(args) -> int``; :mod:`satkern.cli` builds the parser from :data:`COMMANDS` and calls
-``run``. A command does its work by calling one library function; it parses and prints only.
+Each module defines ``NAME`` (the subcommand), ``HELP`` (one line), ``DESCRIPTION``,
+``add_arguments(parser)`` and ``run(args) -> int``; :mod:`satkern.cli` builds the parser from
+:data:`COMMANDS` and calls ``run``. A command does its work by calling one library function; it
+parses and prints only.
 """
 from __future__ import annotations
 
@@ -14,4 +15,5 @@ COMMANDS = [
     "rank",
     "report",
     "pretrain",
+    "demo_op",
 ]

@@ -1,6 +1,6 @@
 """Helpers the backend test suites share: the plain-PyTorch baseline and the tolerance rule.
 
-Rule (flash-attention's, HOUSE_STYLE.md): a backend's error against the float64 reference must be at most
+Rule (flash-attention's tests): a backend's error against the float64 reference must be at most
 2x the error of plain PyTorch computing the same quantities eagerly, plus a small floor (for the fields in
 ``scaled`` relative to the quantity's magnitude ``max(1, max |reference|)``, absolute for the others).
 NaN / +inf / -inf must sit exactly where the reference has them.

@@ -93,7 +93,7 @@ class PointStore:
         return rec["result"]
 
     def put(self, key: str, result: dict) -> None:
-        from ..analysis.output import atomic_write_text
+        from ..jobs import atomic_write_text
 
         rec = {"version": POINT_VERSION, "key": key, "fingerprint": self.fingerprint, "result": result}
         atomic_write_text(self._path(key), json.dumps(rec, sort_keys=True) + "\n")

@@ -29,7 +29,7 @@ def gradient_importance(setup, path: str = "satkern") -> np.ndarray:
     if path not in GRADIENT_PATHS:
         raise ValueError(f"gradient_importance: path must be one of {sorted(GRADIENT_PATHS)}; got {path!r}")
     sm = setup.speech_model
-    if path == "eager" and sm.family != "s3prl":
+    if path == "eager" and not sm.supports_head_mask:
         raise ValueError(f"gradient_importance(path='eager'): needs an s3prl-format model (head_mask gates); "
                          f"{sm.name!r} is a {sm.family} model")
     train = setup.features("train", {})
@@ -46,11 +46,11 @@ def gradient_importance(setup, path: str = "satkern") -> np.ndarray:
         p.requires_grad_(False)
     loss_fn = nn.CrossEntropyLoss(reduction="sum")
     if path == "eager":
-        gates = torch.ones(model.num_layers, model.num_heads, device=dev, requires_grad=True)
+        gates = torch.ones(sm.num_layers, sm.num_heads, device=dev, requires_grad=True)
         handle = None
 
         def hidden_of(inputs):
-            return model(inputs["feats"], inputs["lengths"], head_mask=gates).last_hidden_state
+            return sm(inputs, head_mask=gates).last_hidden_state
     else:
         handle = patch(sm, stats=(), head_gates=True, backend=setup.backend)
 

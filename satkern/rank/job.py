@@ -24,29 +24,32 @@ import hashlib
 import io
 import json
 import re
-import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
 
+from ..jobs import CorpusJob, CorpusJobConfig, atomic_write_bytes, atomic_write_text
 from .curves import (CURVE_COLUMNS, PointStore, RankSetup, build_orders, check_spans, check_tasks,
                      head_pruning_curves, span_pruning_curves)
 from .orders import ORDERS, check_orders, pruning_steps, read_heads_csv
 from .probes import PROBE_STEPS, TASKS, load_probe_utterances
 
-SUMMARY_VERSION = 1
 DEFAULT_SPANS = (1, 2, 4, 8, 16, 32, 64)
+# what a fresh run removes from --out before it starts (glob patterns; --resume keeps them)
+STALE_OUTPUTS = ("curves.csv", "summary.json", "heads.csv", "fig5.png", "fig5.svg", "fig6a.png", "fig6a.svg",
+                 "points/*.json")
+RANDOM_WEIGHTS_MEANING = "the curves show the pipeline, not a finding."
 
 
 @dataclass
-class RankConfig:
-    model: str
-    corpus: str
-    out: str
+class RankConfig(CorpusJobConfig):
+    """Everything :func:`rank` needs (the CLI maps its options one-to-one onto these); the options every
+    corpus job shares (model, corpus, out, device, backend, seed, ...) are :class:`CorpusJobConfig`'s."""
+
     heads_from: Optional[str] = None
     orders: Sequence[str] = ("G", "V", "D", "W", "random")
     step: int = 4
@@ -58,8 +61,6 @@ class RankConfig:
     test_split: str = "TEST"
     train_seconds: Optional[float] = None
     test_seconds: Optional[float] = None
-    device: str = "cpu"
-    backend: str = "auto"
     probe_seed: int = 0
     probe_steps: int = PROBE_STEPS
     batch_seconds: float = 40.0
@@ -67,14 +68,7 @@ class RankConfig:
     cache_layers: bool = True
     threads: Optional[int] = None  # torch intra-op threads for the run (None: torch's default)
     fold_39: bool = False
-    layout: Optional[str] = None
-    alignments: Optional[str] = None
-    phone_tier: Optional[str] = None
     resume: bool = False
-    overwrite: bool = False
-    seed: int = 0  # random weights of built-in model names
-    trust_checkpoint: bool = False
-    progress: bool = True
 
 
 class RankResumeError(ValueError):
@@ -173,8 +167,6 @@ def limit_seconds(utterances, seconds: Optional[float]):
 
 # ----------------------------------------------------------------------------------- outputs
 def _write_figure(fig, base: Path) -> List[str]:
-    from ..analysis.output import atomic_write_bytes
-
     import matplotlib
 
     names = []
@@ -188,13 +180,13 @@ def _write_figure(fig, base: Path) -> List[str]:
     return names
 
 
-def _fingerprint(config: RankConfig, sm, train, test, label_index, spec_head) -> dict:
+def _fingerprint(config: RankConfig, job: CorpusJob, train, test, label_index, spec_head) -> dict:
     from ..provenance import weights_checksum as _weights_checksum
 
     def ids(us):
         return hashlib.sha256("\n".join(f"{u.uid}:{u.num_samples}" for u in us).encode()).hexdigest()[:16]
 
-    return {"weights": _weights_checksum(sm.model), "train": ids(train), "test": ids(test),
+    return {"weights": job.weights_checksum(), "train": ids(train), "test": ids(test),
             "labels": sorted(label_index or {}), "tasks": list(config.tasks), "probe_seed": config.probe_seed,
             "probe_steps": config.probe_steps, "backend": config.backend,
             "spec_head": None if spec_head is None else _weights_checksum(spec_head),
@@ -222,37 +214,21 @@ def rank(config: RankConfig, *, model=None, spec_head=None, on_point: Optional[C
 
 
 def _rank(config, model, spec_head, on_point, log) -> dict:
-    from ..provenance import device_description as _device_description, git_commit as _git_commit, versions as _versions
-    from ..analysis.output import atomic_write_text, write_heads_csv
+    from ..analysis.output import write_heads_csv
     from ..corpus.phones import fold_39
-    from ..corpus.readers import discover_corpus
     from ..metrics import categorize
-    from ..models import load_model
     from .figures import figure5, figure6a
     from .gradient import GRADIENT_PATHS, gradient_importance
-    from ..models.s3prl.spec_head import load_spec_head
 
     t_start = time.perf_counter()
-    if log is None:
-        log = lambda s: print(s, file=sys.stderr, flush=True)  # noqa: E731
-    out = Path(config.out)
-    outputs = ("curves.csv", "summary.json", "heads.csv", "fig5.png", "fig5.svg", "fig6a.png", "fig6a.svg")
-    points_dir = out / "points"
-    previous = (out / "summary.json").exists() or (points_dir.exists() and any(points_dir.glob("*.json")))
-    if previous and not config.resume and not config.overwrite:
-        raise FileExistsError(f"satkern rank: {out} holds a previous run; pass --resume to continue it or "
-                              f"--overwrite to start over")
+    job = CorpusJob(config, "rank", log)
+    log = job.log
+    out = job.out
+    job.preflight()
+    job.refuse_previous_run(["summary.json", "points/*.json"], resume=config.resume)
     if config.heads_from and Path(config.heads_from).resolve() == (out / "heads.csv").resolve() \
             and config.overwrite:
         raise ValueError("argument --heads-from: must not be the heads.csv in --out when --overwrite clears it")
-    out.mkdir(parents=True, exist_ok=True)
-    if not config.resume:
-        for name in outputs:
-            if (out / name).exists() and not (name == "heads.csv" and config.heads_from and
-                                              Path(config.heads_from).resolve() == (out / name).resolve()):
-                (out / name).unlink()
-        for p in points_dir.glob("*.json") if points_dir.exists() else ():
-            p.unlink()
     prior_wall = 0.0
     if config.resume and (out / "progress.json").exists():
         try:
@@ -261,8 +237,8 @@ def _rank(config, model, spec_head, on_point, log) -> dict:
             prior_wall = 0.0
 
     # ------------------------------------------------------------------ corpus + splits
-    corpus = discover_corpus(config.corpus, layout=config.layout, alignments=config.alignments)
-    utts = sorted(corpus.utterances, key=lambda u: u.uid)
+    corpus = job.discover()
+    utts = corpus.utterances
     train_u = limit_seconds(select_split(utts, config.train_split, "--train-split"), config.train_seconds)
     test_u = limit_seconds(select_split(utts, config.test_split, "--test-split"), config.test_seconds)
     if not train_u:
@@ -275,41 +251,28 @@ def _rank(config, model, spec_head, on_point, log) -> dict:
                          f"(e.g. {sorted(both)[0]}); the probes need disjoint splits")
 
     # ------------------------------------------------------------------ model
-    if model is None:
-        torch.manual_seed(config.seed)
-        model = load_model(config.model, trust_checkpoint=config.trust_checkpoint)
-    model.model.to(config.device).eval()
-    if model.random_weights:
-        log("=" * 72 + f"\nsatkern rank: model {model.name!r} has RANDOM WEIGHTS (built-in architecture, seed "
-            f"{config.seed}); the curves show the pipeline, not a finding.\n" + "=" * 72)
+    model = job.load_model(model, meaning=RANDOM_WEIGHTS_MEANING)
     notes: List[str] = []
-    if spec_head is None and model.family == "s3prl":
-        # the checkpoint the model came from (a file given as --model, or the file behind a shipped name)
-        ckpt = config.model if Path(config.model).is_file() else \
-            (getattr(model.model, "checkpoint_info", None) or {}).get("path")
-        if ckpt and Path(ckpt).is_file():
-            spec_head = load_spec_head(ckpt, model.model, trust=config.trust_checkpoint)
+    if spec_head is None:  # the checkpoint's own (a file given as --model, or the file behind a shipped name)
+        spec_head = model.pretraining_head(checkpoint=config.model if Path(config.model).is_file() else None,
+                                           trust=config.trust_checkpoint)
     label_map = fold_39 if config.fold_39 else None
     with_align = corpus.has_alignments
-    train, skipped_tr = load_probe_utterances(train_u, model.sample_rate, with_alignments=with_align,
-                                              label_map=label_map, tier=config.phone_tier)
-    test, skipped_te = load_probe_utterances(test_u, model.sample_rate, with_alignments=with_align,
-                                             label_map=label_map, tier=config.phone_tier)
-    short = []
-    for split in (train, test):
-        keep = [u for u in split if model.num_frames(u.num_samples) > 0]
-        short += [{"utterance": u.uid, "path": "", "reason": "too short for the model (0 frames)"}
-                  for u in split if model.num_frames(u.num_samples) <= 0]
-        split[:] = keep
+    train, skipped_tr = load_probe_utterances(job.drop_frameless(train_u), model.sample_rate,
+                                              with_alignments=with_align, label_map=label_map, tier=config.phone_tier)
+    test, skipped_te = load_probe_utterances(job.drop_frameless(test_u), model.sample_rate,
+                                             with_alignments=with_align, label_map=label_map, tier=config.phone_tier)
+    for s in skipped_tr + skipped_te:
+        job.skip(s["utterance"], s["path"], s["reason"])
     if not train or not test:
         raise ValueError("satkern rank: after skipping unreadable files, a split has no utterance left")
-    skipped_files = corpus.skipped + skipped_tr + skipped_te + short
+    job.prepare_folder(STALE_OUTPUTS, resume=config.resume, keep=[config.heads_from] if config.heads_from else [])
 
     setup = RankSetup(model, train, test, tasks=config.tasks, probe_seed=config.probe_seed,
                       probe_steps=config.probe_steps, spec_head=spec_head, device=config.device,
                       backend=config.backend, batch_seconds=config.batch_seconds,
                       timing_seconds=config.timing_seconds, cache_layers=config.cache_layers)
-    fingerprint = _fingerprint(config, model, train, test, setup.label_index, spec_head)
+    fingerprint = _fingerprint(config, job, train, test, setup.label_index, spec_head)
     setup.store = PointStore(out, fingerprint)
     if config.resume and (out / "progress.json").exists():
         old = json.loads((out / "progress.json").read_text()).get("fingerprint")
@@ -325,7 +288,7 @@ def _rank(config, model, spec_head, on_point, log) -> dict:
     save_progress()
 
     # ------------------------------------------------------------------ scores and orders
-    L, H = _layers_heads(model)
+    L, H = model.num_layers, model.num_heads
     head_orders = [o for o in config.orders]
     scores: Dict[str, np.ndarray] = {}
     if head_orders:  # G and W also draw Fig. 6a, so the head metrics are read or computed for every run
@@ -360,11 +323,7 @@ def _rank(config, model, spec_head, on_point, log) -> dict:
     # ------------------------------------------------------------------ points
     n_head_points = sum(len(pruning_steps(o, config.step)) for _, o in orders.values())
     n_points = n_head_points + len(config.spans) * len(config.span_modes)
-    bar = None
-    if config.progress:
-        from tqdm import tqdm
-
-        bar = tqdm(total=n_points, unit="point", desc="rank", dynamic_ncols=True, file=sys.stderr)
+    bar = job.progress("rank", total=n_points, unit="point")
 
     def point_done(info):
         save_progress()
@@ -400,51 +359,48 @@ def _rank(config, model, spec_head, on_point, log) -> dict:
 
     wall = prior_wall + time.perf_counter() - t_start
     save_progress()
-    summary = {
-        "version": SUMMARY_VERSION, "kind": "rank",
-        "model": {"spec": config.model, "name": model.name, "family": model.family,
-                  "random_weights": bool(model.random_weights), "layers": L, "heads": H,
-                  "frame_stride": model.frame_stride, "sample_rate": model.sample_rate,
-                  "weights_checksum": fingerprint["weights"], "pretraining_head": spec_head is not None},
-        "corpus": {"path": str(config.corpus), "layout": corpus.layout, "alignments": bool(with_align),
-                   "labels": sorted(setup.label_index or {}), "fold_39": config.fold_39,
-                   "train": _split_summary(config.train_split, config.train_seconds, train, model.sample_rate),
-                   "test": _split_summary(config.test_split, config.test_seconds, test, model.sample_rate),
-                   "skipped_files": skipped_files},
-        "device": _device_description(torch.device(config.device)),
-        "backend": config.backend,
-        "versions": _versions(), "commit": _git_commit(),
-        "seeds": {"random_orders": list(range(config.random_seeds)) if "random" in head_orders else [],
-                  "probe": config.probe_seed, "model_init": config.seed if model.random_weights else None},
-        "probe": {"steps": config.probe_steps, "phone_and_speaker_frame": "one-hidden-layer ReLU MLP",
-                  "speaker_utterance": "mean pooling + linear", "standardized_with": "train split mean/std"},
-        "tasks": [t for t in config.tasks if t not in setup.skipped_tasks],
-        "skipped_tasks": dict(setup.skipped_tasks),
-        "orders": {label: {"seed": seed, "heads": [f"{l}:{h}" for l, h in o]} for label, (seed, o) in orders.items()},
-        "gradient": gradient_info,
-        "step": config.step, "spans": list(config.spans), "span_modes": list(config.span_modes),
-        "heads_from": heads_from,
-        "timing": {"subset_seconds": sum(u.num_samples for u in setup.timing_set) / model.sample_rate,
-                   "what": "patched model forward from prepared inputs (features) to the last layer, per audio "
-                           "second; attention_share = time inside the layers' satkern attention calls / that"},
-        "points": {"total": n_points, "distinct": len(setup._memo), "computed_this_run": setup.points_computed,
-                   "reused_from_disk": setup.points_reused},
-        "wall_seconds": wall,
-        "notes": notes,
-        "outputs": sorted({"curves.csv", "summary.json", *figures} | ({"heads.csv"} if (out / "heads.csv").exists()
-                                                                       else set())),
-    }
-    atomic_write_text(out / "summary.json", json.dumps(summary, indent=2, default=str) + "\n")
+    _record_backends(job, setup.timing_set[0])
+    summary = job.summary(
+        model={"pretraining_head": spec_head is not None},
+        corpus={"alignments": bool(with_align), "labels": sorted(setup.label_index or {}), "fold_39": config.fold_39,
+                "train": _split_summary(config.train_split, config.train_seconds, train, model.sample_rate),
+                "test": _split_summary(config.test_split, config.test_seconds, test, model.sample_rate)},
+        seeds={"random_orders": list(range(config.random_seeds)) if "random" in head_orders else [],
+               "probe": config.probe_seed, "model_init": config.seed if model.random_weights else None},
+        probe={"steps": config.probe_steps, "phone_and_speaker_frame": "one-hidden-layer ReLU MLP",
+               "speaker_utterance": "mean pooling + linear", "standardized_with": "train split mean/std"},
+        tasks=[t for t in config.tasks if t not in setup.skipped_tasks],
+        skipped_tasks=dict(setup.skipped_tasks),
+        orders={label: {"seed": seed, "heads": [f"{l}:{h}" for l, h in o]} for label, (seed, o) in orders.items()},
+        gradient=gradient_info,
+        step=config.step, spans=list(config.spans), span_modes=list(config.span_modes),
+        heads_from=heads_from,
+        timing={"subset_seconds": sum(u.num_samples for u in setup.timing_set) / model.sample_rate,
+                "what": "patched model forward from prepared inputs (features) to the last layer, per audio "
+                        "second; attention_share = time inside the layers' satkern attention calls / that"},
+        points={"total": n_points, "distinct": len(setup._memo), "computed_this_run": setup.points_computed,
+                "reused_from_disk": setup.points_reused},
+        wall_seconds=wall,
+        notes=notes,
+        outputs=sorted({"curves.csv", "summary.json", *figures} | ({"heads.csv"} if (out / "heads.csv").exists()
+                                                                    else set())),
+    )
+    job.write_summary(summary)
     log(f"satkern rank: {n_points} points ({setup.points_computed} computed, {setup.points_reused} reused) in "
         f"{wall:.1f} s; outputs in {out}")
     return summary
 
 
-def _layers_heads(sm) -> Tuple[int, int]:
+def _record_backends(job: CorpusJob, utterance) -> None:
+    """``backend.used`` of the summary: the backends one unrefined patched forward of ``utterance`` runs
+    (rank's own patches are made and removed inside the probes, :func:`~satkern.rank.probes.extract_probe_features`)."""
     import satkern
 
-    with satkern.patch(sm, stats=()) as h:
-        return h.num_layers, h.num_heads
+    model = job.model
+    inputs, _ = model.prepare([utterance.waveform])
+    with satkern.patch(model, stats=(), backend=job.config.backend) as h, torch.inference_mode():
+        model(inputs)
+    job.record_backends(h)
 
 
 def _split_summary(spec, seconds, utts, rate) -> dict:

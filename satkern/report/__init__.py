@@ -8,13 +8,13 @@ self-contained HTML file. Parts: :mod:`.load` (reading and checking run folders)
 """
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import List, Sequence
 
 import matplotlib
 
+from ..jobs.files import atomic_write_bytes
 from .load import MAKES as MAKES_HINT, ReportData, RunFolderError, load_runs
 
 matplotlib.use("Agg", force=False)  # library code never opens a window; figures use the object API anyway
@@ -52,14 +52,5 @@ def write_report(run_dirs: Sequence, out, *, progress: bool = False) -> ReportRe
     out = _check_out(out)
     data = load_runs(run_dirs)
     page = render(data, progress=progress).encode("utf-8")
-    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
-    try:
-        with open(tmp, "wb") as f:
-            f.write(page)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, out)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    atomic_write_bytes(out, page)
     return ReportResult(path=out, size_bytes=len(page), sections_missing=data.missing(), folders=list(data.folders))

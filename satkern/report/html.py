@@ -133,6 +133,12 @@ def _model_line(summary: dict) -> str:
     return str(m) if m else ""
 
 
+def _backend_line(backend: dict) -> str:
+    """The satkern backends that ran (summary ``backend.used``), or the one asked for where a run did not record them."""
+    used = ", ".join(backend.get("used") or [])
+    return used or (f"{backend['requested']} (asked for)" if backend.get("requested") else "")
+
+
 def _overview(data: ReportData) -> str:
     out = []
     a = data.analyze
@@ -148,10 +154,9 @@ def _overview(data: ReportData) -> str:
             ("utterances skipped", counts.get("utterances_skipped")),
             ("audio", f"{hours:.4f} h ({hours * 3600:.1f} s)" if isinstance(hours, (int, float)) else None),
             ("device", summary.get("device")),
-            ("attention backend", ", ".join((summary.get("backend") or {}).get("used", []))
-             if isinstance(summary.get("backend"), dict) else summary.get("backend")),
+            ("attention backend", _backend_line(summary.get("backend") or {})),
             ("versions", ", ".join(f"{k} {v}" for k, v in versions.items())),
-            ("git commit", summary.get("git_commit")),
+            ("git commit", summary.get("commit")),
             ("run folders", ", ".join(str(p) for p in data.folders))]
     out.append(_kv_table(rows))
     if a is None:

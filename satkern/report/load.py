@@ -1,11 +1,13 @@
 """Reading run folders for the report: what ``satkern analyze``, ``segment`` and ``rank`` wrote.
 
-A folder's kind comes from its ``summary.json`` ``"kind"`` (``"segment"``, ``"rank"``) when it has
-one, else from its marker file: ``curves.csv`` (rank), ``scores.csv`` (segment), ``heads.csv``
-(analyze; its summary.json has no ``kind``). A folder with none of them whose sub-folders are run
-folders (``make demo``'s output) stands for those sub-folders. Everything read is checked: a
-missing column, an unparsable file or a model that differs between the runs is a ``ValueError``
-naming the file, never a half-drawn page.
+A folder's kind comes from its ``summary.json`` ``"kind"`` (``"analyze"``, ``"segment"``, ``"rank"``)
+when it has one, else from its marker file: ``curves.csv`` (rank), ``scores.csv`` (segment),
+``heads.csv`` (analyze folders written before the shared schema have no ``kind``). A folder with
+none of them whose sub-folders are run folders (``make demo``'s output) stands for those
+sub-folders. Every summary is read in the one schema of :mod:`satkern.jobs.runner`
+(:func:`read_summary`; older folders too). Everything read is checked: a missing column, an
+unparsable file or a model that differs between the runs is a ``ValueError`` naming the file,
+never a half-drawn page.
 """
 from __future__ import annotations
 
@@ -96,6 +98,18 @@ def _read_json(path: Path) -> dict:
     return data
 
 
+def read_summary(path: Path) -> dict:
+    """A run's ``summary.json`` in the shared schema (:mod:`satkern.jobs.runner`). Folders written before it
+    read the same: their ``backend`` string (segment, rank) becomes ``{"requested": it, "used": []}`` and
+    analyze's ``git_commit`` is also its ``commit``."""
+    summary = _read_json(path)
+    if isinstance(summary.get("backend"), str):
+        summary["backend"] = {"requested": summary["backend"], "used": []}
+    if "commit" not in summary and "git_commit" in summary:
+        summary["commit"] = summary["git_commit"]
+    return summary
+
+
 def _read_csv(path: Path, columns: Sequence[str], numeric: Sequence[str] = ()):
     import pandas as pd
 
@@ -155,7 +169,7 @@ def load_analyze(path: Path) -> AnalyzeRun:
     heads["head"] = heads["head"].astype(int)
     heads["category"] = heads["category"].fillna("").astype(str)
     heads = heads.sort_values(["layer", "head"], kind="stable").reset_index(drop=True)
-    summary = _read_json(path / "summary.json")
+    summary = read_summary(path / "summary.json")
     L, H = int(heads["layer"].max()) + 1, int(heads["head"].max()) + 1
     run = AnalyzeRun(path=path, heads=heads, summary=summary)
     if (path / "prm.npz").is_file():
@@ -199,7 +213,7 @@ def load_analyze(path: Path) -> AnalyzeRun:
 def load_segment(path: Path) -> SegmentRun:
     scores = _read_csv(path / "scores.csv", SCORES_COLUMNS,
                        numeric=("alpha", "beta", "precision", "recall", "f1", "r_value"))
-    summary = _read_json(path / "summary.json")
+    summary = read_summary(path / "summary.json")
     run = SegmentRun(path=path, scores=scores, summary=summary)
     if (path / "pr_curve.csv").is_file():
         run.pr_curve = _read_csv(path / "pr_curve.csv", PR_COLUMNS, numeric=("alpha", "beta", "precision", "recall"))
@@ -217,7 +231,7 @@ def load_rank(path: Path) -> RankRun:
     curves = _read_csv(path / "curves.csv", CURVES_COLUMNS, numeric=("step", "n_pruned", "value"))
     if curves.empty:
         raise RunFolderError(f"{path / 'curves.csv'}: corrupt curves.csv: no rows")
-    return RankRun(path=path, curves=curves, summary=_read_json(path / "summary.json"))
+    return RankRun(path=path, curves=curves, summary=read_summary(path / "summary.json"))
 
 
 def _model_identity(summary: dict) -> dict:

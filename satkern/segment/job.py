@@ -27,30 +27,24 @@ skipped with their reason (``summary.json`` ``skipped``), never fatal.
 from __future__ import annotations
 
 import io
-import json
-import math
 import random
-import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
 
-from ..provenance import device_description as _device_description, git_commit as _git_commit, versions as _versions
-from ..analysis.output import atomic_write_bytes, atomic_write_text
-from ..corpus.audio import AudioError, audio_info, resampled_length
 from ..corpus.batching import BatchDataset
-from ..corpus.readers import Utterance, discover_corpus
+from ..corpus.readers import Utterance
+from ..jobs import CorpusJob, CorpusJobConfig, atomic_write_bytes, atomic_write_text
 from .boundaries import (SegmentationScores, _check_positive, count_hits, curve_boundaries, filtered_kernel_gram,
                          pairwise_distances, score_curve, score_curves, true_boundaries)
-from .features import (FeatureSpec, HeadMapCapture, UtteranceFeatures, attention_key, check_heads, extract_features,
-                       head_name, logmel_extractor, model_hop_seconds, model_upsampling, parse_features, parse_heads)
+from .features import (HeadMapCapture, UtteranceFeatures, attention_key, check_heads, extract_features, head_name,
+                       logmel_extractor, model_hop_seconds, model_upsampling, parse_features, parse_heads)
 from .textgrid import textgrid_text
 
-SUMMARY_VERSION = 1
 # default alpha grid: multiples of the feature set's distance scale (a factor of 2 apart)
 ALPHA_MULTIPLIERS = (1 / 16, 1 / 8, 1 / 4, 1 / 2, 1.0, 2.0, 4.0)
 # default beta grid: 2^(k/2), k = -4..6 (0.25 .. 8)
@@ -61,15 +55,15 @@ SCORE_COLUMNS = ["split", "features", "head", "alpha", "beta", "hits", "n_pred",
                  "f1", "os", "r_value"]
 PR_COLUMNS = ["features", "head", "alpha", "beta", "precision", "recall", "f1", "r_value"]
 OUTPUT_NAMES = ("scores.csv", "pr_curve.csv", "example.npz", "summary.json", "pr_curve.png", "pr_curve.svg")
+RANDOM_WEIGHTS_MEANING = "its heads say nothing about phonemes -- this shows the pipeline, not a finding."
 
 
 @dataclass
-class SegmentConfig:
-    """Everything :func:`segment_corpus` needs (the CLI maps its options one-to-one onto these)."""
+class SegmentConfig(CorpusJobConfig):
+    """Everything :func:`segment_corpus` needs (the CLI maps its options one-to-one onto these); the options
+    every corpus job shares (model, corpus, out, device, backend, seed, ...) are :class:`CorpusJobConfig`'s
+    (``seed`` also draws the tune split)."""
 
-    model: str
-    corpus: str
-    out: str
     features: Sequence[str] = ("attention", "mfcc")
     heads: str = "auto"  # "auto" or "L:H,..." (0-based)
     heads_from: Optional[str] = None  # heads.csv of `satkern analyze` (auto: D from there)
@@ -80,18 +74,9 @@ class SegmentConfig:
     beta_grid: Sequence[float] = DEFAULT_BETAS
     pr_betas: Sequence[float] = DEFAULT_PR_BETAS
     tolerance: float = 0.02
-    device: str = "cpu"
-    backend: str = "auto"
-    layout: Optional[str] = None
-    alignments: Optional[str] = None
-    phone_tier: Optional[str] = None
     allow_resample: bool = True
     max_utterances: Optional[int] = None
-    seed: int = 0
     textgrids: bool = True
-    progress: bool = True
-    overwrite: bool = False
-    trust_checkpoint: bool = False
 
 
 def _positive_grid(name: str, values) -> List[float]:
@@ -224,56 +209,23 @@ def segment_corpus(config: SegmentConfig, *, model=None, log: Optional[Callable[
 
     ``model``: an already loaded :class:`satkern.models.SpeechModel` (else ``config.model`` is loaded).
     """
-    from ..models import load_model
-
     t_start = time.perf_counter()
-    log = log or (lambda s: print(s, file=sys.stderr, flush=True))
     specs, explicit_heads, tol, alpha_grid, betas, pr_betas = _check_config(config)
-    out = Path(config.out)
-    if out.exists() and (out / "summary.json").exists() and not config.overwrite:
-        raise FileExistsError(f"satkern segment: {out} holds a previous run; pass --overwrite to replace it")
-    out.mkdir(parents=True, exist_ok=True)
-    for name in OUTPUT_NAMES:
-        if (out / name).exists():
-            (out / name).unlink()  # no output of an earlier run survives a new one
+    job = CorpusJob(config, "segment", log)
+    log = job.log
+    out = job.out
+    job.preflight()
+    job.refuse_previous_run(["summary.json"], resumable=False)
 
-    # ------------------------------------------------------------------ corpus
-    corpus = discover_corpus(config.corpus, layout=config.layout, alignments=config.alignments)
-    skipped: List[dict] = []
-    utts = list(corpus.utterances)
-    for s in corpus.skipped:
-        if s["reason"].startswith("missing alignment"):
-            # segmented, not scored: put back the utterances discovery set aside for lacking an alignment
-            try:
-                n, rate = audio_info(s["path"])
-            except AudioError as e:
-                skipped.append({**s, "reason": str(e)})
-                continue
-            utts.append(Utterance(s["utterance"], s["path"], None, None, n, rate))
-        else:
-            skipped.append(dict(s))
-    utts.sort(key=lambda u: u.uid)
-    n_found = len(utts) + len(skipped)
-    if config.max_utterances is not None:
-        utts = utts[: config.max_utterances]
-
-    # ------------------------------------------------------------------ model
-    device = torch.device(config.device)
-    if model is None:
-        torch.manual_seed(config.seed)
-        model = load_model(config.model, trust_checkpoint=config.trust_checkpoint)
-    model.model.to(device).eval()
+    # ------------------------------------------------------------------ corpus + model
+    corpus = job.discover(max_utterances=config.max_utterances)
+    n_found = job.utterances_found
+    model = job.load_model(model, meaning=RANDOM_WEIGHTS_MEANING)
     rate = int(model.sample_rate)
     R = model_upsampling(model)
-    kept_utts = []
-    for u in utts:
-        n = resampled_length(u.num_samples, u.sample_rate, rate)
-        if u.num_samples <= 0 or model.num_frames(n) <= 0:
-            skipped.append({"utterance": u.uid, "path": u.audio,
-                            "reason": f"too short for the model ({u.num_samples} samples at {u.sample_rate} Hz)"})
-        else:
-            kept_utts.append(u)
-    utts = kept_utts
+    utts = job.drop_frameless(corpus.utterances)
+    if not utts:
+        raise job.nothing_usable()
     aligned = [u for u in utts if u.alignment]
     if config.tune_on >= len(aligned) and aligned:
         raise ValueError(f"argument '--tune-on': {config.tune_on} tune utterances leave no test utterance (the corpus "
@@ -285,8 +237,7 @@ def segment_corpus(config: SegmentConfig, *, model=None, log: Optional[Callable[
             raise ValueError("argument '--tune-on': no tune utterances (none with alignments, or --tune-on 0): give "
                              "exactly one --alpha-grid value and one --beta-grid value")
 
-    with HeadMapCapture(model, [], backend=config.backend) as probe:
-        L, H = probe.num_layers, probe.num_heads
+    L, H = model.num_layers, model.num_heads
     n_hidden = L + 1
     for s in specs:
         if s.kind == "hidden" and s.layer > L:
@@ -294,25 +245,16 @@ def segment_corpus(config: SegmentConfig, *, model=None, log: Optional[Callable[
                              f"(hidden states 0..{L})")
     if explicit_heads is not None:
         check_heads(explicit_heads, L, H)
-    if model.random_weights:
-        log("=" * 72 + f"\nsatkern segment: model {model.name!r} has RANDOM WEIGHTS (built-in architecture, seed "
-            f"{config.seed});\nits heads say nothing about phonemes -- this shows the pipeline, not a finding.\n" + "=" * 72)
+    job.prepare_folder(OUTPUT_NAMES)  # every argument checked: no output of an earlier run survives a new one
     ds = BatchDataset([], rate, with_alignments=True, tier=config.phone_tier, allow_resample=config.allow_resample)
 
-    bad_ids = set()
-
-    def skip(uid: str, path: str, reason: str) -> None:
-        if uid not in bad_ids:  # a file met twice (D pass, tune pass) is reported once
-            bad_ids.add(uid)
-            skipped.append({"utterance": uid, "path": str(path), "reason": reason})
-
     def load(u: Utterance):
-        if u.uid in bad_ids:
+        if job.is_skipped(u.uid):  # a file met twice (D pass, tune pass) is reported once
             return None
         ds.with_alignments = bool(u.alignment)
         item = ds.load(u)
         if item.waveform is None:
-            skip(u.uid, item.path, item.error)
+            job.skip(u.uid, item.path, item.error)
             return None
         return item
 
@@ -325,7 +267,7 @@ def segment_corpus(config: SegmentConfig, *, model=None, log: Optional[Callable[
         try:
             f = extract_features(model, item.waveform, specs, capture, logmel_ex, u.uid)
         except ValueError as e:
-            skip(u.uid, u.audio, str(e))
+            job.skip(u.uid, u.audio, str(e))
             return None
         segs = _segments_seconds(item.segments, rate) if item.segments is not None else None
         return f, (true_boundaries(segs) if segs is not None else None), segs
@@ -345,7 +287,7 @@ def segment_corpus(config: SegmentConfig, *, model=None, log: Optional[Callable[
                 D = _diagonality_from_csv(config.heads_from, L, H)
                 heads_how = f"auto: {config.candidates} most diagonal by D from {config.heads_from}"
             else:
-                D = _diagonality_over(model, tune_utts or utts[:10], load, config.backend, config.progress)
+                D = _diagonality_over(job, tune_utts or utts[:10], load)
                 heads_how = (f"auto: {config.candidates} most diagonal by D over "
                              f"{'the tune split' if tune_utts else 'the first 10 utterances'}")
             candidates = _most_diagonal(D, min(config.candidates, L * H))
@@ -363,13 +305,14 @@ def segment_corpus(config: SegmentConfig, *, model=None, log: Optional[Callable[
     stored: Dict[str, Tuple[UtteranceFeatures, np.ndarray, list]] = {}
     capture = HeadMapCapture(model, candidates, backend=config.backend) if candidates else None
     try:
-        for u in _bar(tune_utts, "tune: features", config.progress):
+        for u in job.progress("tune: features", items=tune_utts):
             got = features_of(u, capture)
             if got is not None:
                 stored[u.uid] = got
     finally:
         if capture is not None:
             capture.remove()
+            job.record_backends(capture.patch)
     n_tune = len(stored)
     keys = cand_keys + other_keys
     alphas_of: Dict[str, List[float]] = {}
@@ -386,7 +329,7 @@ def segment_corpus(config: SegmentConfig, *, model=None, log: Optional[Callable[
         scale_of[key] = float(np.median(scales))
         alphas_of[key] = [m * scale_of[key] for m in ALPHA_MULTIPLIERS]
     grid: Dict[str, np.ndarray] = {k: np.zeros((len(alphas_of[k]), len(betas), 3), dtype=np.int64) for k in keys}
-    for uid in _bar(list(stored), "tune: grid search", config.progress):
+    for uid in job.progress("tune: grid search", items=list(stored)):
         f, true, _ = stored[uid]
         for key in keys:
             grid[key] += _grid_counts(f.frames(key), f.hop[key], true, alphas_of[key], betas, tol)
@@ -422,7 +365,7 @@ def segment_corpus(config: SegmentConfig, *, model=None, log: Optional[Callable[
     example_target = next((u.uid for u in aligned if u.uid not in tune_ids), None)
     capture = HeadMapCapture(model, kept_heads, backend=config.backend) if kept_heads else None
     try:
-        for u in _bar(utts, "segment", config.progress):
+        for u in job.progress("segment", items=utts):
             if u.uid in tune_ids:
                 if u.uid not in stored:
                     continue  # skipped while tuning (reason recorded)
@@ -468,6 +411,7 @@ def segment_corpus(config: SegmentConfig, *, model=None, log: Optional[Callable[
     finally:
         if capture is not None:
             capture.remove()
+            job.record_backends(capture.patch)
     timing["segment_s"] = time.perf_counter() - t1
 
     # ------------------------------------------------------------------ outputs
@@ -527,47 +471,37 @@ def segment_corpus(config: SegmentConfig, *, model=None, log: Optional[Callable[
         entry = {"head": _key_parts(key)[1], "tune": tune_r, "test": test_r}
         if fs not in best_r or (fs == "attention" and key == attention_key(best_head)):
             best_r[fs] = entry
-    summary = {
-        "version": SUMMARY_VERSION,
-        "kind": "segment",
-        "model": {"spec": config.model, "name": model.name, "family": model.family,
-                  "random_weights": bool(model.random_weights), "sample_rate": rate,
-                  "frame_stride": model.frame_stride, "upsampling": R, "layers": L, "heads": H,
-                  "hidden_states": n_hidden},
-        "corpus": {"path": str(config.corpus), "layout": corpus.layout},
-        "device": _device_description(device),
-        "backend": config.backend,
-        "versions": _versions(),
-        "commit": _git_commit(),
-        "tolerance": tol,
-        "features": [s.name for s in specs],
-        "hop_s": {_label(*_key_parts(k)): (logmel_ex.hop_length / rate if k in ("logmel", "mfcc")
-                                           else model_hop_seconds(model)) for k in kept_keys},
-        "heads": {"how": heads_how, "candidates": [head_name(h) for h in candidates],
-                  "kept": [head_name(h) for h in kept_heads],
-                  "best": head_name(best_head) if best_head is not None else None,
-                  "D": ({head_name(h): float(D[h]) for h in candidates} if D is not None else None),
-                  "tune_r_value": {head_name(h): (tuned[attention_key(h)]["tune"].r_value
-                                                  if tuned[attention_key(h)]["tune"] is not None else None)
-                                   for h in candidates}},
-        "grids": {"alpha": {k: alphas_of[k] for k in keys}, "alpha_scale": scale_of,
-                  "alpha_multipliers": None if alpha_grid is not None else list(ALPHA_MULTIPLIERS),
-                  "beta": list(betas), "pr_beta": list(pr_betas)},
-        "tuned": {(_label(*_key_parts(k))): {"alpha": tuned[k]["alpha"], "beta": tuned[k]["beta"]} for k in kept_keys},
-        "best_r_value": best_r,
-        "counts": {"utterances_found": n_found, "segmented": n_segmented, "scored_tune": n_tune,
-                   "scored_test": n_test, "unaligned_segmented": n_unaligned, "skipped": len(skipped)},
-        "skipped": skipped,
-        "utterances_per_second": (n_segmented / seg_time) if seg_time > 0 else None,
-        "timing": {**timing, "elapsed_s": elapsed,
-                   "note": "utterances_per_second = segmented utterances / (tune_s + segment_s): feature extraction "
-                           "(model forward), the grid search and the final segmentation; model loading excluded"},
-        "config": {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(config).items()},
-        "outputs": sorted([p.name for p in out.iterdir() if p.is_file()] + ["summary.json"]
-                          + (["textgrids/"] if config.textgrids and n_segmented else [])),
-    }
+    skipped = job.skipped
+    summary = job.summary(
+        model={"upsampling": R, "hidden_states": n_hidden},
+        tolerance=tol,
+        features=[s.name for s in specs],
+        hop_s={_label(*_key_parts(k)): (logmel_ex.hop_length / rate if k in ("logmel", "mfcc")
+                                        else model_hop_seconds(model)) for k in kept_keys},
+        heads={"how": heads_how, "candidates": [head_name(h) for h in candidates],
+               "kept": [head_name(h) for h in kept_heads],
+               "best": head_name(best_head) if best_head is not None else None,
+               "D": ({head_name(h): float(D[h]) for h in candidates} if D is not None else None),
+               "tune_r_value": {head_name(h): (tuned[attention_key(h)]["tune"].r_value
+                                               if tuned[attention_key(h)]["tune"] is not None else None)
+                                for h in candidates}},
+        grids={"alpha": {k: alphas_of[k] for k in keys}, "alpha_scale": scale_of,
+               "alpha_multipliers": None if alpha_grid is not None else list(ALPHA_MULTIPLIERS),
+               "beta": list(betas), "pr_beta": list(pr_betas)},
+        tuned={(_label(*_key_parts(k))): {"alpha": tuned[k]["alpha"], "beta": tuned[k]["beta"]} for k in kept_keys},
+        best_r_value=best_r,
+        counts={"utterances_found": n_found, "segmented": n_segmented, "scored_tune": n_tune,
+                "scored_test": n_test, "unaligned_segmented": n_unaligned, "skipped": len(skipped)},
+        utterances_per_second=(n_segmented / seg_time) if seg_time > 0 else None,
+        timing={**timing, "elapsed_s": elapsed,
+                "note": "utterances_per_second = segmented utterances / (tune_s + segment_s): feature extraction "
+                        "(model forward), the grid search and the final segmentation; model loading excluded"},
+        config={k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(config).items()},
+        outputs=sorted([p.name for p in out.iterdir() if p.is_file()] + ["summary.json"]
+                       + (["textgrids/"] if config.textgrids and n_segmented else [])),
+    )
     summary["outputs"] = sorted(set(summary["outputs"]))
-    atomic_write_text(out / "summary.json", json.dumps(summary, indent=2, default=str) + "\n")
+    job.write_summary(summary)
     return summary
 
 
@@ -577,22 +511,15 @@ def _write_csv(path: Path, df) -> None:
     atomic_write_text(path, buf.getvalue())
 
 
-def _bar(items, desc: str, progress: bool):
-    if not progress:
-        return items
-    from tqdm import tqdm
-
-    return tqdm(items, desc=desc, unit="utt", dynamic_ncols=True, file=sys.stderr)
-
-
-def _diagonality_over(model, utts: Sequence[Utterance], load, backend: str, progress: bool) -> np.ndarray:
+def _diagonality_over(job: CorpusJob, utts: Sequence[Utterance], load) -> np.ndarray:
     """Corpus-mean D per head ``[L, H]`` (METRICS.md eq. 3, utterances weighted equally) with the fused
     ``distance`` statistic (no map materialized)."""
     import satkern
 
-    h = satkern.patch(model, stats=("distance",), backend=backend)
+    model = job.model
+    h = satkern.patch(model, stats=("distance",), backend=job.config.backend)
     try:
-        for u in _bar(list(utts), "heads: D", progress):
+        for u in job.progress("heads: D", items=list(utts)):
             item = load(u)
             if item is None:
                 continue
@@ -602,6 +529,7 @@ def _diagonality_over(model, utts: Sequence[Utterance], load, backend: str, prog
         Dall = h.metrics.D  # [U, L, H]
     finally:
         h.remove()
+        job.record_backends(h)
     if Dall is None or Dall.shape[0] == 0:
         raise ValueError("satkern segment: no utterance could be loaded to rank heads by D")
     return np.nanmean(Dall.to(torch.float64).numpy(), axis=0)

@@ -1,6 +1,6 @@
 """The CUDA backend against the float64 reference (needs a GPU and the CUDA kernels; skipped otherwise).
 
-Tolerances follow the flash-attention rule (HOUSE_STYLE.md): per field, the
+Tolerances follow the flash-attention rule (satkern/ops/testing.py): per field, the
 kernel's worst error against the float64 reference must be at most 2x the worst
 error of plain PyTorch computing the same quantity eagerly in the input dtype,
 plus a small floor per dtype. NaN and -inf must appear exactly where the reference

@@ -1,6 +1,6 @@
 """The triton backend on a real GPU against the float64 reference (skipped without CUDA or triton).
 
-Tolerance rule (HOUSE_STYLE.md, satkern/ops/testing.py): per field, the kernel's worst error
+Tolerance rule (flash-attention's, satkern/ops/testing.py): per field, the kernel's worst error
 against the float64 reference is at most 2x the worst error of plain PyTorch computing the same
 quantity eagerly in the input dtype, plus a small floor; NaN / +-inf exactly where the reference has them.
 Inputs are drawn fresh on every run (the seed is printed on failure); every output is poisoned before the

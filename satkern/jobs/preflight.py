@@ -1,4 +1,4 @@
-"""Checks the corpus job makes before it touches the model or the output folder.
+"""Checks every corpus job makes before it touches the model or the output folder.
 
 Each check raises ``ValueError`` with one line that names the argument, what is wrong and
 what to do instead; :mod:`satkern.cli` prints that line (no traceback) and exits 2.

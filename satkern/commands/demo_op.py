@@ -1,11 +1,9 @@
-"""The op demo: satkern.attention on inputs shaped like one HuBERT-base layer.
+"""``satkern demo-op``: the attention op alone, on inputs shaped like one HuBERT-base layer.
 
-HuBERT-base: 12 heads of 64 dims over 50 frames per second of 16 kHz audio.
-A few utterances of different lengths are padded into one batch; the demo prints the
-per-head G/V/D/W table (mean over utterances) and the time against eager attention
-(materialize the maps, then compute the same statistics with torch ops).
-
-Run: ``python -m satkern demo-op`` (inputs are random, not a trained model's).
+HuBERT-base: 12 heads of 64 dims over 50 frames per second of 16 kHz audio. A few utterances of
+different lengths are padded into one batch; the demo prints the per-head G/V/D/W table (mean over
+utterances) and the time against eager attention (materialize the maps, then compute the same
+statistics with torch ops). Inputs are random, not a trained model's.
 """
 from __future__ import annotations
 
@@ -16,6 +14,11 @@ import torch
 
 import satkern
 
+NAME = "demo-op"
+HELP = "the attention op alone on HuBERT-base-shaped inputs, timed against eager attention"
+DESCRIPTION = ("Run satkern.attention with all four statistics on random inputs shaped like one HuBERT-base layer "
+               "(12 heads x 64 dims, 50 frames per second, a padded batch of utterances), print each head's G, V, D, "
+               "W and category, and time it against eager attention plus torch statistics.")
 FRAMES_PER_SECOND = 50  # 16 kHz audio, conv feature extractor stride 320 samples
 
 
@@ -45,21 +48,23 @@ def _time(fn, repeats):
     return best
 
 
-def build_parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="satkern demo-op", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+def add_arguments(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--seconds", type=float, nargs="+", default=[3.0, 7.5, 12.0],
                     help="utterance durations (default: 3.0 7.5 12.0)")
     ap.add_argument("--backend", default="auto",
                     help="satkern attention backend: auto, reference, cpu, triton, cuda (default auto)")
     ap.add_argument("--repeats", type=int, default=3, help="timing repeats; the best is reported (default 3)")
     ap.add_argument("--seed", type=int, default=0, help="seed of the random inputs (default 0)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """This command's parser on its own (``satkern.cli`` adds the same arguments to its sub-command)."""
+    ap = argparse.ArgumentParser(prog=f"satkern {NAME}", description=DESCRIPTION)
+    add_arguments(ap)
     return ap
 
 
-def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
-
+def run(args) -> int:
     torch.manual_seed(args.seed)
     lengths = torch.tensor([int(round(s * FRAMES_PER_SECOND)) for s in args.seconds])
     B, H, T, D = len(lengths), 12, int(lengths.max()), 64
@@ -83,7 +88,3 @@ def main(argv=None) -> int:
     print(f"\ntime (best of {args.repeats}, {torch.get_num_threads()} threads): satkern {t_sat * 1e3:.1f} ms, "
           f"eager + torch statistics {t_eager * 1e3:.1f} ms, ratio eager/satkern = {t_eager / t_sat:.2f}x")
     return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

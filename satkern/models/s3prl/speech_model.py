@@ -1,0 +1,112 @@
+"""s3prl-format models (Mockingjay / TERA / AudioALBERT, :class:`~satkern.models.s3prl.S3prlTransformer`)
+as a :class:`~satkern.models.speech_model.SpeechModel`: waveforms -> the checkpoint's acoustic features
+(log-mel / fbank / linear, deltas, CMVN), stacked ``downsample_rate`` frames per model frame; inputs
+longer than the checkpoint's ``task.sequence_length`` run in s3prl's chunks unless ``whole_sequence``."""
+from __future__ import annotations
+
+from typing import Optional, Tuple
+
+import torch
+from torch import nn
+
+from ..speech_model import SpeechModel
+
+
+class S3prlSpeechModel(SpeechModel):
+    family = "s3prl"
+    supports_head_mask = True  # S3prlTransformer.forward(..., head_mask=[L, H])
+
+    def __init__(self, model: nn.Module, name: str, random_weights: bool = False, whole_sequence: bool = False):
+        super().__init__(model, name, int(model.sample_rate), int(model.frame_stride), random_weights)
+        if whole_sequence:
+            self.whole_sequence = True
+
+    @property
+    def num_layers(self) -> int:
+        return int(self.model.num_layers)
+
+    @property
+    def num_heads(self) -> int:
+        return int(self.model.num_heads)
+
+    def num_frames(self, num_samples: int) -> int:
+        return int(self.model.num_frames(int(num_samples)))
+
+    # -- s3prl's sequence_length chunking ---------------------------------------------------
+    @property
+    def whole_sequence(self) -> bool:
+        """True: every input runs at once, ignoring the checkpoint's ``task.sequence_length``."""
+        return bool(self.model.whole_sequence)
+
+    @whole_sequence.setter
+    def whole_sequence(self, value: bool) -> None:
+        self.model.whole_sequence = bool(value)
+
+    @property
+    def chunks_long_inputs(self) -> bool:
+        return bool(self.model.chunking)
+
+    def num_chunks(self, num_samples: int) -> int:
+        """Pieces an utterance is run in: inputs longer than ``task.sequence_length`` feature frames are
+        split as s3prl's upstream splits them (unless :attr:`whole_sequence`); 1 otherwise."""
+        features = self.model.features
+        if features is None:
+            return 1
+        return len(self.model.chunk_sizes(features.num_frames(int(num_samples))))
+
+    def chunking_record(self, utterances_chunked: int) -> dict:
+        seq = int(self.model.sequence_length)
+        if not seq:
+            mode = "whole sequence (no sequence_length in the checkpoint)"
+        elif self.whole_sequence:
+            mode = "whole sequence (--s3prl-whole-sequence)"
+        else:
+            mode = "s3prl chunks (inputs longer than sequence_length run in torch.chunk pieces)"
+        return {"s3prl": {"sequence_length": seq, "mode": mode, "utterances_chunked": int(utterances_chunked)}}
+
+    def label_weights(self, segments, num_samples: int, label_index) -> torch.Tensor:
+        """As :meth:`SpeechModel.label_weights`, chunk by chunk for an input run in ``sequence_length``
+        chunks (each chunk's frames start at its own first sample)."""
+        from ...corpus.framing import frame_label_weights
+
+        n = int(num_samples)
+        if self.num_chunks(n) <= 1:
+            return super().label_weights(segments, n, label_index)
+        hop = self.model.features.hop_length
+        plain = [((seg.start, seg.end, seg.label) if hasattr(seg, "label") else tuple(seg)) for seg in segments]
+        rows = []
+        for start, _, frames in self.model.chunk_pieces(self.model.features.num_frames(n)):
+            offset = start * hop  # the chunk's first sample
+            shifted = [(a - offset, b - offset, lab) for a, b, lab in plain]
+            rows.append(frame_label_weights(shifted, max(n - offset, 0), self.frame_stride, frames, label_index))
+        return torch.cat(rows)
+
+    # -- running it -----------------------------------------------------------------------------
+    def prepare(self, waveforms) -> Tuple[dict, torch.Tensor]:
+        waves = self._waveforms(waveforms)
+        device = self._device()
+        feats, lengths = self.model.extract_features([w.to(device) for w in waves])
+        r = int(self.model.downsample_rate or 1)
+        if r > 1:
+            # Frame stacking: an utterance alone keeps floor(frames / r) stacked frames, but in a
+            # padded batch s3prl would also keep its partial last group (padded with zeros). Trim
+            # every utterance to whole groups so a batch gives exactly what each utterance gives alone.
+            # (An utterance the model splits into sequence_length chunks is trimmed chunk by chunk
+            # in its forward instead.)
+            lengths = torch.as_tensor(lengths, dtype=torch.int64)
+            chunked = torch.tensor([len(self.model.chunk_sizes(int(n))) > 1 for n in lengths.tolist()],
+                                   dtype=torch.bool)
+            lengths = torch.where(chunked, lengths, lengths // r * r)
+            keep = torch.arange(feats.shape[1], device=feats.device)[None, :] < lengths.to(feats.device)[:, None]
+            feats = feats * keep[..., None].to(feats.dtype)
+            feats = feats[:, : int(lengths.max()) if len(lengths) else 0]
+        frames = self.model.model_lengths(torch.as_tensor(lengths, dtype=torch.int64), feats.shape[1])
+        return {"feats": feats, "lengths": lengths}, torch.as_tensor(frames, dtype=torch.int64).cpu()
+
+    def pretraining_head(self, *, checkpoint=None, trust: bool = False) -> Optional[nn.Module]:
+        """The checkpoint's ``SpecHead`` (the reconstruction head Mockingjay / TERA pre-train), from
+        ``checkpoint`` or else the file the model was loaded from; ``None`` when there is none."""
+        from .spec_head import load_spec_head
+
+        path = checkpoint or (getattr(self.model, "checkpoint_info", None) or {}).get("path")
+        return load_spec_head(path, self.model, trust=trust) if path else None
