@@ -17,7 +17,10 @@ For every model and for the same architecture with random weights (s3prl initial
 4. probes (METRICS.md "Importance ranking", satkern.rank.probes with its fixed defaults), trained on
    TRAIN and scored on TEST: frame-level phone accuracy (39 folded classes), frame-level and
    utterance-level speaker accuracy, on the last layer of each model in --probe-models, of the
-   random-weight model, and of the log-mel input (the model's stacked input frames, same frame rate).
+   random-weight model, and of the log-mel input (the model's stacked input frames, same frame rate);
+5. locality on real human speech none of the models saw: per head the mean attention distance on
+   the recordings of --real-speech (default: the eight spoken channel names, "Front Left" ...,
+   of Debian's alsa-utils in /usr/share/sounds/alsa, 48 kHz, resampled; its Noise.wav is left out).
 
 Writes ``OUT/eval.json`` (version 1) and ``OUT/eval.md`` (tables), atomically.
 """
@@ -67,6 +70,8 @@ def main(argv=None) -> int:
                     help="N utterances of each split, spread over speakers (quick runs; analyze still uses all of TEST)")
     ap.add_argument("--no-analyze", action="store_true")
     ap.add_argument("--threads", type=int, default=0)
+    ap.add_argument("--real-speech", default="/usr/share/sounds/alsa",
+                    help="folder of real human recordings for the locality check ('' to skip)")
     args = ap.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -99,6 +104,13 @@ def main(argv=None) -> int:
         return utts[:: max(1, len(utts) // args.max_utterances)][: args.max_utterances]  # spread over speakers
 
     test_utts, train_utts = split_utts("TEST"), split_utts("TRAIN")
+    real_waves = {}
+    if args.real_speech:
+        from satkern.corpus.audio import load_audio
+
+        for f in sorted(Path(args.real_speech).glob("*.wav")):
+            if f.stem.lower() != "noise":
+                real_waves[f.name] = load_audio(f, 16000)
     test_probe, skipped = load_probe_utterances(test_utts, 16000, label_map=fold_39)
     assert not skipped, skipped
     probe_names = [s for s in args.probe_models.split(",") if s]
@@ -128,6 +140,11 @@ def main(argv=None) -> int:
              "mean_attention_distance": dist.tolist(), "D": D.tolist(),
              "D_spread": float(D.max() - D.min()), "D_std": float(D.std()),
              "heads_within_2_frames": int((dist <= DISTANCE_LIMIT).sum()), "heads": int(dist.numel())}
+        if real_waves:
+            rdist, rD = attention_distances(model, [utterance_features(model, w) for w in real_waves.values()])
+            r["real_speech"] = {"files": list(real_waves), "mean_attention_distance": rdist.tolist(),
+                                "heads_within_2_frames": int((rdist <= DISTANCE_LIMIT).sum()),
+                                "D_spread": float(rD.max() - rD.min())}
         if not args.no_analyze:
             adir = out / f"analyze-{name.replace(' ', '_').replace('(', '').replace(')', '')}"
             summary = analyze(AnalyzeConfig(model=str(path), corpus=str(Path(args.corpus) / "TEST"), out=str(adir),
@@ -176,13 +193,17 @@ def main(argv=None) -> int:
 
 
 def tables(res) -> str:
-    lines = ["| model | step | C | masked L1 | mean-frame L1 | ratio | D spread (max-min) | D std | heads <= 2 frames |",
-             "|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| model | step | C | masked L1 | mean-frame L1 | ratio | interpolation ratio (same masks) | "
+             "nearest-frame ratio | D spread (max-min) | D std | heads <= 2 frames (TEST) | heads <= 2 frames (real speech) |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for name, r in res["models"].items():
         rec = r["reconstruction"]
+        real = r.get("real_speech")
         lines.append(f"| {name} | {r['step']} | {r['mask_consecutive']} | {rec['model_l1']:.4f} | "
-                     f"{rec['mean_frame_l1']:.4f} | {rec['ratio']:.3f} | {r['D_spread']:.4f} | {r['D_std']:.4f} | "
-                     f"{r['heads_within_2_frames']} / {r['heads']} |")
+                     f"{rec['mean_frame_l1']:.4f} | {rec['ratio']:.3f} | {rec.get('interpolation_ratio', float('nan')):.3f} | "
+                     f"{rec.get('nearest_ratio', float('nan')):.3f} | {r['D_spread']:.4f} | {r['D_std']:.4f} | "
+                     f"{r['heads_within_2_frames']} / {r['heads']} | "
+                     f"{(str(real['heads_within_2_frames']) + ' / ' + str(r['heads'])) if real else 'n/a'} |")
     lines += ["", "| features probed | phone acc. (frame, 39) | speaker acc. (frame) | speaker acc. (utterance) |",
               "|---|---|---|---|"]
     for name, r in res["models"].items():

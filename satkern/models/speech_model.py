@@ -127,6 +127,22 @@ class SpeechModel(abc.ABC):
         """The pre-training (reconstruction) head stored with the model, or ``None`` when it has none."""
         return None
 
+    def reconstruction_target(self, inputs) -> Optional[torch.Tensor]:
+        """What the pre-training head reconstructs, ``[B, T, F]`` at the model frame rate, for the dict
+        :meth:`prepare` returns; ``None`` for a family without a reconstruction objective."""
+        return None
+
+    # -- running part of the model ----------------------------------------------------------
+    @property
+    def supports_layer_cache(self) -> bool:
+        """Whether :meth:`forward_cached` exists: the last hidden state from cached layer inputs."""
+        return False
+
+    def forward_cached(self, inputs, frame_lengths: torch.Tensor, first_refined: int, cache: dict) -> torch.Tensor:
+        """The last hidden state, reusing and filling ``cache`` {layer: its input hidden state}; equal to
+        ``self(inputs).last_hidden_state`` when the layers before ``first_refined`` are unrefined."""
+        raise NotImplementedError(f"{type(self).__name__} has no layer cache")
+
     def __repr__(self) -> str:
         return (f"<{type(self).__name__} {self.name!r}: {self.num_layers} layers x {self.num_heads} heads, "
                 f"{self.sample_rate} Hz, {self.frame_stride} samples/frame"

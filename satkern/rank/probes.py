@@ -188,8 +188,6 @@ def extract_probe_features(speech_model, utterances: Sequence[ProbeUtterance], *
         label_index = {l: i for i, l in enumerate(sorted({s.label for u in utterances for s in u.segments}))}
     has_speakers = all(u.speaker for u in utterances)
     head = _spec_head_of(speech_model, spec_head)
-    if head is not None and speech_model.family != "s3prl":
-        head = None  # the reconstruction target (stacked input features) is defined for s3prl models only
     model = speech_model.model
     dev = torch.device(device)
     model.to(dev).eval()
@@ -205,9 +203,8 @@ def extract_probe_features(speech_model, utterances: Sequence[ProbeUtterance], *
     order = []
     timer = AttentionTimer()
     h = satkern.patch(speech_model, observers=[timer], **kwargs)
-    layers = None
-    if layer_cache is not None and speech_model.family == "s3prl" and not h.metric_names:
-        layers = list(model.encoder.layer)
+    cached = layer_cache is not None and speech_model.supports_layer_cache and not h.metric_names
+    if cached:
         first_refined = _first_refined_layer(h)
     metric_parts = []
     try:
@@ -221,21 +218,19 @@ def extract_probe_features(speech_model, utterances: Sequence[ProbeUtterance], *
                     if input_cache is not None:
                         input_cache[key] = (inputs, frame_lengths)
                 t0 = time.perf_counter()
-                if layers is not None:
-                    hidden = _s3prl_forward_cached(model, layers, inputs, frame_lengths, first_refined,
-                                                   layer_cache.setdefault(key, {}))
+                if cached:
+                    hidden = speech_model.forward_cached(inputs, frame_lengths, first_refined,
+                                                         layer_cache.setdefault(key, {}))
                 else:
                     out = speech_model(inputs)
                     hidden = out.last_hidden_state if hasattr(out, "last_hidden_state") else out[0]
                 if dev.type == "cuda":
                     torch.cuda.synchronize(dev)
                 fwd_s += time.perf_counter() - t0
-                if head is not None:
-                    from ..models.s3prl.model import stack_frames
-
+                target = speech_model.reconstruction_target(inputs) if head is not None else None
+                if target is not None:  # a head, and a family that defines what it reconstructs
                     pred = head(hidden)
                     pred = pred[0] if isinstance(pred, (tuple, list)) else pred
-                    target = stack_frames(inputs["feats"], int(getattr(model, "downsample_rate", 1) or 1))
                     T = min(pred.shape[1], target.shape[1])
                     valid = (torch.arange(T, device=dev)[None, :] < frame_lengths.to(dev)[:, None])
                     diff = (pred[:, :T].double() - target[:, :T].double()).abs().sum(-1)  # [B, T]
@@ -298,32 +293,6 @@ class AttentionTimer(Observer):
 
     def after(self, call) -> None:
         self.seconds += time.perf_counter() - self._start
-
-
-def _s3prl_forward_cached(model, layers, inputs, frame_lengths, first_refined: int, cache: dict) -> torch.Tensor:
-    """The last hidden state of an s3prl model, reusing and filling ``cache`` {layer: its input hidden state}.
-
-    Equals ``model(**inputs).last_hidden_state``: the same modules in the same order
-    (:class:`~satkern.models.s3prl.model.S3prlEncoder`'s loop), started at the latest cached layer
-    input that this refinement leaves unchanged (layer ``l`` <= ``first_refined``)."""
-    start = max((l for l in cache if l <= first_refined), default=None)
-    if start is None:
-        from ..models.s3prl.model import position_encoding, stack_frames
-
-        x = stack_frames(inputs["feats"], model.config.downsample_rate)
-        pos = position_encoding(x.shape[1], model.config.hidden_size).to(device=x.device, dtype=x.dtype)
-        hidden, start = model.input_representations(x, pos), 0
-    else:
-        hidden = cache[start]
-    lengths = frame_lengths.to(hidden.device)
-    for i in range(start, len(layers)):
-        if i <= first_refined and i not in cache:
-            cache[i] = hidden
-        layers[i].attention.self.layer_index = i
-        hidden, _ = layers[i](hidden, lengths)
-    if model.encoder.pre_layer_norm:
-        hidden = model.encoder.LayerNorm[-1](hidden)
-    return hidden
 
 
 # ----------------------------------------------------------------------------------- probes

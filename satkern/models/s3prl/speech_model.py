@@ -110,3 +110,41 @@ class S3prlSpeechModel(SpeechModel):
 
         path = checkpoint or (getattr(self.model, "checkpoint_info", None) or {}).get("path")
         return load_spec_head(path, self.model, trust=trust) if path else None
+
+    def reconstruction_target(self, inputs) -> Optional[torch.Tensor]:
+        """The stacked input features (s3prl's ``spec_stacked``) the ``SpecHead`` reconstructs."""
+        from .model import stack_frames
+
+        return stack_frames(inputs["feats"], int(self.model.downsample_rate or 1))
+
+    @property
+    def supports_layer_cache(self) -> bool:
+        return True
+
+    def forward_cached(self, inputs, frame_lengths: torch.Tensor, first_refined: int, cache: dict) -> torch.Tensor:
+        """The last hidden state, reusing and filling ``cache`` {layer: its input hidden state}.
+
+        Equals ``self(inputs).last_hidden_state``: the same modules in the same order
+        (:class:`~satkern.models.s3prl.model.S3prlEncoder`'s loop), started at the latest cached layer
+        input that a refinement beginning at layer ``first_refined`` leaves unchanged (layer ``l <=
+        first_refined``). Inputs run whole (no ``sequence_length`` chunking)."""
+        from .model import position_encoding, stack_frames
+
+        model = self.model
+        layers = list(model.encoder.layer)
+        start = max((l for l in cache if l <= first_refined), default=None)
+        if start is None:
+            x = stack_frames(inputs["feats"], model.config.downsample_rate)
+            pos = position_encoding(x.shape[1], model.config.hidden_size).to(device=x.device, dtype=x.dtype)
+            hidden, start = model.input_representations(x, pos), 0
+        else:
+            hidden = cache[start]
+        lengths = frame_lengths.to(hidden.device)
+        for i in range(start, len(layers)):
+            if i <= first_refined and i not in cache:
+                cache[i] = hidden
+            layers[i].attention.self.layer_index = i
+            hidden, _ = layers[i](hidden, lengths)
+        if model.encoder.pre_layer_norm:
+            hidden = model.encoder.LayerNorm[-1](hidden)
+        return hidden
