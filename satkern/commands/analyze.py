@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 from ..ops import STAT_NAMES
+from .job_options import add_job_options, job_options
 
 NAME = "analyze"
 HELP = "per-head analysis of a corpus"
@@ -14,14 +15,7 @@ DESCRIPTION = ("Per-head analysis (G, V, D, W, categories, phoneme relation maps
 
 
 def _add_analyze_args(ap: argparse.ArgumentParser, *, demo: bool = False) -> None:
-    if not demo:
-        ap.add_argument("--model", required=True,
-                        help="transformers model folder, s3prl checkpoint file, or built-in name (random weights)")
-        ap.add_argument("--corpus", required=True,
-                        help="folder of audio (recursive), LibriSpeech/TIMIT tree, or CSV/TSV manifest")
-        ap.add_argument("--out", required=True, help="output folder")
-    ap.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N (default cpu; under torchrun cuda -> cuda:LOCAL_RANK)")
-    ap.add_argument("--backend", default="auto", help="satkern attention backend: auto, reference, cpu, triton, cuda")
+    add_job_options(ap, io=not demo, device_help="cpu, cuda, cuda:N (default cpu; under torchrun cuda -> cuda:LOCAL_RANK)")
     ap.add_argument("--stats", default=",".join(STAT_NAMES),
                     help=f"comma-separated statistics (default {','.join(STAT_NAMES)}: metrics G, D, V, W)")
     ap.add_argument("--budget-seconds", type=float, default=40.0,
@@ -33,39 +27,30 @@ def _add_analyze_args(ap: argparse.ArgumentParser, *, demo: bool = False) -> Non
                          "diagonal heads, an average and an extreme utterance each (default 0: none; implies "
                          "--per-utterance)")
     ap.add_argument("--resume", action="store_true", help="continue the run checkpointed in --out")
-    ap.add_argument("--overwrite", action="store_true", help="start over in an --out that holds a previous run")
     ap.add_argument("--fold-39", action="store_true", help="fold TIMIT-61 / ARPAbet phones into the 39 classes")
-    ap.add_argument("--layout", choices=["manifest", "timit", "librispeech", "directory"],
-                    help="corpus layout (default: detected)")
-    ap.add_argument("--alignments", help="folder of TextGrids (e.g. MFA output) matched to audio by file stem")
-    ap.add_argument("--phone-tier", help="TextGrid tier holding phones (default: 'phones' or the only interval tier)")
     ap.add_argument("--no-phone-relations", action="store_true", help="skip the phoneme relation maps")
     ap.add_argument("--no-resample", action="store_true", help="skip files not at the model's rate")
     ap.add_argument("--checkpoint-seconds", type=float, default=60.0, help="checkpoint interval (default 60 s)")
     ap.add_argument("--max-utterances", type=int, help="analyze only the first N utterances (by id)")
-    ap.add_argument("--seed", type=int, default=0, help="seed for random-weight built-in models (default 0)")
     ap.add_argument("--s3prl-whole-sequence", action="store_true",
                     help="s3prl checkpoints: run every utterance at once; default: like s3prl, split utterances "
                          "longer than the checkpoint's task.sequence_length into chunks")
-    ap.add_argument("--trust-checkpoint", action="store_true", help="allow pickled s3prl checkpoints (runs their code)")
     ap.add_argument("--min-seconds", type=float, default=0.25,
                     help="skip clips shorter than this many seconds, with a reason (default 0.25)")
     ap.add_argument("--keep-checkpoint", action="store_true",
                     help="keep DIR/checkpoint/ after a successful run (default: removed once the outputs are written)")
-    ap.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
 def _config(args, *, model: str, corpus: str, out: str):
     from ..analysis import AnalyzeConfig
 
     return AnalyzeConfig(
-        model=model, corpus=corpus, out=out, device=args.device, backend=args.backend,
+        model=model, corpus=corpus, out=out, **job_options(args, io=False),
         stats=tuple(s.strip() for s in args.stats.split(",") if s.strip()), budget_seconds=args.budget_seconds,
-        workers=args.workers, per_utterance=args.per_utterance, resume=args.resume, overwrite=args.overwrite,
-        fold_39=args.fold_39, layout=args.layout, alignments=args.alignments, phone_tier=args.phone_tier,
+        workers=args.workers, per_utterance=args.per_utterance, resume=args.resume,
+        fold_39=args.fold_39,
         phone_relations=not args.no_phone_relations, allow_resample=not args.no_resample,
-        checkpoint_seconds=args.checkpoint_seconds, max_utterances=args.max_utterances, seed=args.seed,
-        progress=not args.no_progress and sys.stderr.isatty(), trust_checkpoint=args.trust_checkpoint,
+        checkpoint_seconds=args.checkpoint_seconds, max_utterances=args.max_utterances,
         min_seconds=args.min_seconds, keep_checkpoint=args.keep_checkpoint,
         s3prl_whole_sequence=args.s3prl_whole_sequence, maps=args.maps)
 

@@ -2,7 +2,8 @@
 from __future__ import annotations
 
 import argparse
-import sys
+
+from .job_options import add_job_options, job_options
 
 NAME = "rank"
 HELP = "importance ranking: head- and span-pruning curves with probes"
@@ -25,10 +26,7 @@ def _int_list(text: str, arg: str):
 
 
 def add_arguments(ap: argparse.ArgumentParser) -> None:
-    ap.add_argument("--model", required=True,
-                    help="s3prl checkpoint, transformers model folder, or built-in name (random weights)")
-    ap.add_argument("--corpus", required=True, help="TIMIT / LibriSpeech tree, folder of audio, or manifest")
-    ap.add_argument("--out", required=True, help="output folder")
+    add_job_options(ap)
     ap.add_argument("--heads-from", help="heads.csv of `satkern analyze` for the same model (default: computed "
                                          "here on the train split)")
     ap.add_argument("--by", default="G,V,D,W,random",
@@ -45,8 +43,6 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--test-split", default="TEST", help="like --train-split (default TEST)")
     ap.add_argument("--train-seconds", type=float, help="use about this much training audio (speakers in turn)")
     ap.add_argument("--test-seconds", type=float, help="use about this much test audio (speakers in turn)")
-    ap.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N (default cpu)")
-    ap.add_argument("--backend", default="auto", help="satkern attention backend (default auto)")
     ap.add_argument("--probe-seed", type=int, default=0, help="seed of every probe (default 0)")
     ap.add_argument("--probe-steps", type=int, default=None, help="Adam steps per probe (default 300)")
     ap.add_argument("--timing-seconds", type=float, default=30.0,
@@ -56,14 +52,7 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--no-layer-cache", action="store_true",
                     help="recompute every layer at every point (default: reuse layers before the first refined one)")
     ap.add_argument("--fold-39", action="store_true", help="fold TIMIT-61 / ARPAbet phones into the 39 classes")
-    ap.add_argument("--layout", choices=["manifest", "timit", "librispeech", "directory"], help="corpus layout")
-    ap.add_argument("--alignments", help="folder of TextGrids matched to audio by file stem")
-    ap.add_argument("--phone-tier", help="TextGrid tier holding phones")
     ap.add_argument("--resume", action="store_true", help="continue the run in --out (finished points are reused)")
-    ap.add_argument("--overwrite", action="store_true", help="start over in an --out that holds a previous run")
-    ap.add_argument("--seed", type=int, default=0, help="seed of random-weight built-in models (default 0)")
-    ap.add_argument("--trust-checkpoint", action="store_true", help="allow pickled s3prl checkpoints (runs their code)")
-    ap.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
 def config_from_args(args):
@@ -71,16 +60,14 @@ def config_from_args(args):
     from ..rank.probes import PROBE_STEPS
 
     return RankConfig(
-        model=args.model, corpus=args.corpus, out=args.out, heads_from=args.heads_from, orders=_csv(args.by),
+        **job_options(args), heads_from=args.heads_from, orders=_csv(args.by),
         step=args.step, random_seeds=args.random_seeds, spans=_int_list(args.span, "--span"),
         span_modes=_csv(args.span_mode), tasks=_csv(args.tasks), train_split=args.train_split,
         test_split=args.test_split, train_seconds=args.train_seconds, test_seconds=args.test_seconds,
-        device=args.device, backend=args.backend, probe_seed=args.probe_seed,
+        probe_seed=args.probe_seed,
         probe_steps=PROBE_STEPS if args.probe_steps is None else args.probe_steps,
         timing_seconds=args.timing_seconds, cache_layers=not args.no_layer_cache, threads=args.threads, fold_39=args.fold_39,
-        layout=args.layout, alignments=args.alignments, phone_tier=args.phone_tier, resume=args.resume,
-        overwrite=args.overwrite, seed=args.seed, trust_checkpoint=args.trust_checkpoint,
-        progress=not args.no_progress and sys.stderr.isatty())
+        resume=args.resume)
 
 
 def run(args) -> int:

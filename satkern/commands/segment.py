@@ -5,6 +5,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from .job_options import add_job_options, job_options
+
 NAME = "segment"
 HELP = "phoneme segmentation from attention heads, hidden states or MFCC, scored against alignments"
 DESCRIPTION = ("Phoneme boundaries from the rows of attention heads (paper sec. 5), hidden states, log-mel or MFCC "
@@ -15,10 +17,8 @@ DESCRIPTION = ("Phoneme boundaries from the rows of attention heads (paper sec. 
 def add_arguments(ap: argparse.ArgumentParser) -> None:
     from ..segment.job import DEFAULT_BETAS, DEFAULT_PR_BETAS
 
-    ap.add_argument("--model", required=True,
-                    help="transformers model folder, s3prl checkpoint file, or built-in name (random weights)")
-    ap.add_argument("--corpus", required=True, help="folder of audio, LibriSpeech/TIMIT tree, or CSV/TSV manifest")
-    ap.add_argument("--out", required=True, help="output folder")
+    add_job_options(ap, seed_help="seed of the tune split and of random-weight models (default 0)",
+                    overwrite_help="replace a previous run in --out")
     ap.add_argument("--features", default="attention,mfcc",
                     help="comma-separated feature sets: attention, hidden:L (0 = input representation, L = output "
                          "of layer L), logmel, mfcc (default attention,mfcc)")
@@ -38,21 +38,11 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--pr-betas", default=",".join(f"{b:.4g}" for b in DEFAULT_PR_BETAS),
                     help="beta values the precision-recall curve sweeps (default 2^(k/4), k = -12..16)")
     ap.add_argument("--tolerance", type=float, default=0.02, help="hit tolerance in seconds (default 0.02)")
-    ap.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N (default cpu)")
-    ap.add_argument("--backend", default="auto", help="satkern attention backend for the model's forward")
-    ap.add_argument("--layout", choices=["manifest", "timit", "librispeech", "directory"],
-                    help="corpus layout (default: detected)")
-    ap.add_argument("--alignments", help="folder of TextGrids (e.g. MFA output) matched to audio by file stem")
-    ap.add_argument("--phone-tier", help="TextGrid tier holding phones")
     ap.add_argument("--no-resample", action="store_true", help="skip files not at the model's rate")
     ap.add_argument("--max-utterances", type=int, help="only the first N utterances (by id)")
-    ap.add_argument("--seed", type=int, default=0, help="seed of the tune split and of random-weight models")
     ap.add_argument("--no-textgrids", action="store_true", help="do not write per-utterance TextGrids")
-    ap.add_argument("--overwrite", action="store_true", help="replace a previous run in --out")
-    ap.add_argument("--trust-checkpoint", action="store_true", help="allow pickled s3prl checkpoints (runs their code)")
     ap.add_argument("--threads", type=int, help="torch CPU threads (default: torch's own; 1 is fastest on a busy "
                                                 "shared machine)")
-    ap.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
 def config_from_args(args):
@@ -60,14 +50,11 @@ def config_from_args(args):
 
     alpha = None if args.alpha_grid.strip() == "auto" else parse_grid(args.alpha_grid, "--alpha-grid")
     return SegmentConfig(
-        model=args.model, corpus=args.corpus, out=args.out, features=args.features, heads=args.heads,
+        **job_options(args), features=args.features, heads=args.heads,
         heads_from=args.heads_from, candidates=args.candidates, keep_heads=args.keep_heads, tune_on=args.tune_on,
         alpha_grid=alpha, beta_grid=parse_grid(args.beta_grid, "--beta-grid"),
-        pr_betas=parse_grid(args.pr_betas, "--pr-betas"), tolerance=args.tolerance, device=args.device,
-        backend=args.backend, layout=args.layout, alignments=args.alignments, phone_tier=args.phone_tier,
-        allow_resample=not args.no_resample, max_utterances=args.max_utterances, seed=args.seed,
-        textgrids=not args.no_textgrids, progress=not args.no_progress and sys.stderr.isatty(),
-        overwrite=args.overwrite, trust_checkpoint=args.trust_checkpoint)
+        pr_betas=parse_grid(args.pr_betas, "--pr-betas"), tolerance=args.tolerance,
+        allow_resample=not args.no_resample, max_utterances=args.max_utterances, textgrids=not args.no_textgrids)
 
 
 def print_report(out: Path, summary: dict, file=None) -> None:

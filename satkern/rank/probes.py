@@ -28,10 +28,9 @@ gives the same value on every call (bitwise on CPU for a fixed thread count).
 """
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import dataclass, field
-from typing import Dict, List, Mapping, Optional, Sequence
+from typing import List, Mapping, Optional, Sequence
 
 import torch
 from torch import nn
