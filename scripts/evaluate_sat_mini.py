@@ -57,8 +57,9 @@ def main(argv=None) -> int:
     from satkern.models.trained import trained_path
     from satkern.pretrain import PretrainConfig, atomic_save, build_model, ship_checkpoint, upstream_config
     from satkern.pretrain.evaluate import attention_distances, masked_reconstruction, utterance_features
+    from satkern.models.s3prl.spec_head import load_spec_head
     from satkern.rank import (ProbeFeatures, extract_probe_features, frame_phone_labels, load_probe_utterances,
-                              load_spec_head, phone_probe, speaker_frame_probe, speaker_utterance_probe)
+                              phone_probe, speaker_frame_probe, speaker_utterance_probe)
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--corpus", required=True)
