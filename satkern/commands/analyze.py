@@ -6,7 +6,7 @@ import sys
 from pathlib import Path
 
 from ..ops import STAT_NAMES
-from .job_options import add_job_options, job_options
+from ..jobs.options import add_job_options, job_options
 
 NAME = "analyze"
 HELP = "per-head analysis of a corpus"

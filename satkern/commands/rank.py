@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import argparse
 
-from .job_options import add_job_options, job_options
+from ..jobs.options import add_job_options, job_options
 
 NAME = "rank"
 HELP = "importance ranking: head- and span-pruning curves with probes"

@@ -5,7 +5,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from .job_options import add_job_options, job_options
+from ..jobs.options import add_job_options, job_options
 
 NAME = "segment"
 HELP = "phoneme segmentation from attention heads, hidden states or MFCC, scored against alignments"

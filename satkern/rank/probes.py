@@ -35,7 +35,7 @@ from typing import List, Mapping, Optional, Sequence
 import torch
 from torch import nn
 
-from ..patching.observers import Observer
+from ..patching import Observer
 
 # Probe training defaults (fixed: every point of a curve trains its probes the same way).
 PROBE_STEPS = 300  # Adam steps per probe

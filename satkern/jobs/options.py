@@ -1,4 +1,4 @@
-"""The command-line options every corpus job shares (``satkern.jobs.CorpusJobConfig``'s fields), declared
+"""The command-line options every corpus job shares (:class:`~satkern.jobs.CorpusJobConfig`'s fields), declared
 once for ``analyze``, ``segment``, ``rank`` (and ``demo``, which names model, corpus and out itself)."""
 from __future__ import annotations
 
