@@ -54,20 +54,7 @@ constexpr const char* kOp = "satkern::fused_attention_backward (cpu): ";
 
 using blas::gemm;
 
-inline Vectorized<float> vexp(const Vectorized<float>& x) {
-  // exp_u20 as in the forward (max 20 ulp); arguments are <= ~0 here (s - lse)
-  return x.exp_u20();
-}
-inline Vectorized<double> vexp(const Vectorized<double>& x) { return x.exp(); }
-
-template <typename T>
-inline T hsum(const Vectorized<T>& v) {
-  alignas(64) T buf[Vectorized<T>::size()];
-  v.store(buf);
-  T s = 0;
-  for (int i = 0; i < Vectorized<T>::size(); ++i) s += buf[i];
-  return s;
-}
+#include "cpu/vec_math.inc.h"
 
 template <typename T>
 T dot(const T* x, const T* y, int64_t n) {

@@ -23,21 +23,7 @@ using at::vec::Vectorized;
 
 // ---------------------------------------------------------------------------------------------
 // Vector helpers.
-inline Vectorized<float> vexp(const Vectorized<float>& x) {
-  // exp_u20: ATen's polynomial exp (max 20 ulp), the one ATen's CPU flash attention uses.
-  // Arguments here are <= 0 and never NaN (NaN rows are handled before).
-  return x.exp_u20();
-}
-inline Vectorized<double> vexp(const Vectorized<double>& x) { return x.exp(); }
-
-template <typename T>
-inline T hsum(const Vectorized<T>& v) {
-  alignas(64) T buf[Vectorized<T>::size()];
-  v.store(buf);
-  T s = 0;
-  for (int i = 0; i < Vectorized<T>::size(); ++i) s += buf[i];
-  return s;
-}
+#include "cpu/vec_math.inc.h"
 
 template <typename T>
 inline T nan_max(T a, T b) {

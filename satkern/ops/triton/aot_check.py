@@ -33,13 +33,13 @@ import time
 _PTR = {"fp16": "*fp16", "bf16": "*bf16", "fp32": "*fp32"}
 
 
-def _fwd_signature(dtype: str, bias: bool, head_mask: bool, labels: bool):
-    from . import kernels
-
-    names = kernels._attention_fwd_kernel.arg_names
+def _signature(fn, dtype: str, bias: bool, data: tuple, fp32: tuple):
+    """The argument types of kernel ``fn`` as the launcher calls it: ``data`` pointers in the input dtype,
+    ``fp32`` pointers float32, lengths int64, the head mask int8, the bias in the input dtype (a float32
+    placeholder when absent), ``qk_scale`` float, every other argument int32."""
     sig = {}
-    for n in names:
-        if n in ("Q", "K", "V", "Out"):
+    for n in fn.arg_names:
+        if n in data:
             sig[n] = _PTR[dtype]
         elif n == "Lengths":
             sig[n] = "*i64"
@@ -47,9 +47,7 @@ def _fwd_signature(dtype: str, bias: bool, head_mask: bool, labels: bool):
             sig[n] = _PTR[dtype] if bias else "*fp32"
         elif n == "HeadMask":
             sig[n] = "*i8"
-        elif n == "W":
-            sig[n] = "*fp32"
-        elif n in ("Lse", "Ent", "Dist", "MaxW", "LabelMass"):
+        elif n in fp32:
             sig[n] = "*fp32"
         elif n == "qk_scale":
             sig[n] = "fp32"
@@ -57,29 +55,19 @@ def _fwd_signature(dtype: str, bias: bool, head_mask: bool, labels: bool):
             sig[n] = "i32"
     sig["T_BUCKET"] = "i32"
     return sig
+
+
+def _fwd_signature(dtype: str, bias: bool, head_mask: bool, labels: bool):
+    from . import kernels
+
+    return _signature(kernels._attention_fwd_kernel, dtype, bias, ("Q", "K", "V", "Out"),
+                      ("W", "Lse", "Ent", "Dist", "MaxW", "LabelMass"))
 
 
 def _col_signature(dtype: str, bias: bool):
     from . import kernels
 
-    sig = {}
-    for n in kernels._colmass_kernel.arg_names:
-        if n in ("Q", "K"):
-            sig[n] = _PTR[dtype]
-        elif n == "Lengths":
-            sig[n] = "*i64"
-        elif n == "Bias":
-            sig[n] = _PTR[dtype] if bias else "*fp32"
-        elif n == "HeadMask":
-            sig[n] = "*i8"
-        elif n in ("Lse", "ColMass"):
-            sig[n] = "*fp32"
-        elif n == "qk_scale":
-            sig[n] = "fp32"
-        else:
-            sig[n] = "i32"
-    sig["T_BUCKET"] = "i32"
-    return sig
+    return _signature(kernels._colmass_kernel, dtype, bias, ("Q", "K"), ("Lse", "ColMass"))
 
 
 def compile_variant(kind: str, *, dtype="bf16", D=64, block_m=128, block_n=64, num_warps=8, num_stages=3, maxnreg=None,

@@ -65,22 +65,52 @@ def _scores_tile(q, K, Bias, offs_m, offs_n, offs_d, row_ok, key_ok, kv_base, b,
 
 
 @triton.jit
+def _block_prologue(Lengths, HeadMask, H, BLOCK: tl.constexpr, HAS_HEAD_MASK: tl.constexpr):
+    """``(bh, b, h, length, start, skip)`` of this program: block ``program_id(0)`` of ``BLOCK`` rows (or
+    keys) of batch*head ``program_id(1)``; ``skip`` when its head is masked or the block starts past the
+    utterance's length (nothing to compute or write)."""
+    bh = tl.program_id(1)
+    b = bh // H
+    h = bh % H
+    length = tl.load(Lengths + b).to(tl.int32)
+    start = tl.program_id(0) * BLOCK
+    skip = start >= length
+    if HAS_HEAD_MASK:
+        skip = skip | (tl.load(HeadMask + bh) == 0)
+    return bh, b, h, length, start, skip
+
+
+@triton.jit
+def _loop_range(start, length, span, OWN: tl.constexpr, STEP: tl.constexpr, SPAN_MODE: tl.constexpr):
+    """``(lo, hi)`` of the loop over the other axis for a block of ``OWN`` starting at ``start``: every
+    valid index, or (renorm span: the only mode that skips work) the ``STEP``-aligned ones near the band."""
+    lo = 0
+    hi = length
+    if SPAN_MODE == 2:
+        lo = tl.maximum(start - span, 0) // STEP * STEP
+        hi = tl.minimum(length, start + OWN + span)
+    return lo, hi
+
+
+@triton.jit
+def _row_terms(LSE, C, GE, GD, bh, T, offs_m, row_ok, WANT_ENT: tl.constexpr, WANT_DIST: tl.constexpr):
+    """``(lse, c, g_ent, g_dist)`` of a block of query rows (``c`` stands in for an absent gradient)."""
+    lse = tl.load(LSE + bh * T + offs_m, mask=row_ok, other=float("-inf"))
+    c = tl.load(C + bh * T + offs_m, mask=row_ok, other=0.0)
+    ge = tl.load(GE + bh * T + offs_m, mask=row_ok, other=0.0) if WANT_ENT else c
+    gd = tl.load(GD + bh * T + offs_m, mask=row_ok, other=0.0) if WANT_DIST else c
+    return lse, c, ge, gd
+
+
+@triton.jit
 def _colmass_rowsum_kernel(Q, K, Bias, Lengths, HeadMask, LSE, GC, R,
                            stride_bb, stride_bh, stride_bq, stride_bk, H, T, D, scale, span,
                            BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
                            SPAN_MODE: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_HEAD_MASK: tl.constexpr,
                            UPCAST: tl.constexpr):
     """r_i = sum_j p_ij g_col_j for one query block (the colmass gradient's pre-pass)."""
-    pid_m = tl.program_id(0)
-    bh = tl.program_id(1)
-    b = bh // H
-    h = bh % H
-    length = tl.load(Lengths + b).to(tl.int32)
-    start_m = pid_m * BLOCK_M
-    if HAS_HEAD_MASK:
-        if tl.load(HeadMask + bh) == 0:
-            return
-    if start_m >= length:
+    bh, b, h, length, start_m, skip = _block_prologue(Lengths, HeadMask, H, BLOCK_M, HAS_HEAD_MASK)
+    if skip:
         return
     offs_m = start_m + tl.arange(0, BLOCK_M)
     offs_d = tl.arange(0, BLOCK_D)
@@ -89,11 +119,7 @@ def _colmass_rowsum_kernel(Q, K, Bias, Lengths, HeadMask, LSE, GC, R,
     q = tl.load(Q + kv_base + offs_m[:, None] * D + offs_d[None, :], mask=row_ok[:, None] & (offs_d[None, :] < D),
                 other=0.0)
     lse = tl.load(LSE + bh * T + offs_m, mask=row_ok, other=float("-inf"))
-    lo = 0
-    hi = length
-    if SPAN_MODE == 2:
-        lo = tl.maximum(start_m - span, 0) // BLOCK_N * BLOCK_N
-        hi = tl.minimum(length, start_m + BLOCK_M + span)
+    lo, hi = _loop_range(start_m, length, span, BLOCK_M, BLOCK_N, SPAN_MODE)
     r = tl.zeros([BLOCK_M], dtype=tl.float32)
     for start_n in range(lo, hi, BLOCK_N):
         offs_n = start_n + tl.arange(0, BLOCK_N)
@@ -132,16 +158,8 @@ def _attention_bwd_dkdv_kernel(Q, K, V, DO, Bias, Lengths, HeadMask, LSE, C, GE,
                                SPAN_MODE: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_HEAD_MASK: tl.constexpr,
                                HAS_OUT_GRAD: tl.constexpr, WANT_ENT: tl.constexpr, WANT_DIST: tl.constexpr,
                                WANT_COL: tl.constexpr, UPCAST: tl.constexpr):
-    pid_n = tl.program_id(0)
-    bh = tl.program_id(1)
-    b = bh // H
-    h = bh % H
-    length = tl.load(Lengths + b).to(tl.int32)
-    start_n = pid_n * BLOCK_N
-    if HAS_HEAD_MASK:
-        if tl.load(HeadMask + bh) == 0:
-            return
-    if start_n >= length:
+    bh, b, h, length, start_n, skip = _block_prologue(Lengths, HeadMask, H, BLOCK_N, HAS_HEAD_MASK)
+    if skip:
         return
     offs_n = start_n + tl.arange(0, BLOCK_N)
     offs_d = tl.arange(0, BLOCK_D)
@@ -152,20 +170,13 @@ def _attention_bwd_dkdv_kernel(Q, K, V, DO, Bias, Lengths, HeadMask, LSE, C, GE,
     gc = tl.load(GC + bh * T + offs_n, mask=key_ok, other=0.0) if WANT_COL else tl.zeros([BLOCK_N], tl.float32)
     dk = tl.zeros([BLOCK_N, BLOCK_D], dtype=tl.float32)
     dv = tl.zeros([BLOCK_N, BLOCK_D], dtype=tl.float32)
-    lo = 0
-    hi = length
-    if SPAN_MODE == 2:
-        lo = tl.maximum(start_n - span, 0) // BLOCK_M * BLOCK_M
-        hi = tl.minimum(length, start_n + BLOCK_N + span)
+    lo, hi = _loop_range(start_n, length, span, BLOCK_N, BLOCK_M, SPAN_MODE)
     for start_m in range(lo, hi, BLOCK_M):
         offs_m = start_m + tl.arange(0, BLOCK_M)
         row_ok = offs_m < length
         row_mask = row_ok[:, None] & (offs_d[None, :] < D)
         q = tl.load(Q + kv_base + offs_m[:, None] * D + offs_d[None, :], mask=row_mask, other=0.0)
-        lse = tl.load(LSE + bh * T + offs_m, mask=row_ok, other=float("-inf"))
-        c = tl.load(C + bh * T + offs_m, mask=row_ok, other=0.0)
-        ge = tl.load(GE + bh * T + offs_m, mask=row_ok, other=0.0) if WANT_ENT else c
-        gd = tl.load(GD + bh * T + offs_m, mask=row_ok, other=0.0) if WANT_DIST else c
+        lse, c, ge, gd = _row_terms(LSE, C, GE, GD, bh, T, offs_m, row_ok, WANT_ENT, WANT_DIST)
         do = tl.load(DO + kv_base + offs_m[:, None] * D + offs_d[None, :], mask=row_mask, other=0.0)
         p, t, adm, band, k, dist = _scores_tile(q, K, Bias, offs_m, offs_n, offs_d, row_ok, key_ok, kv_base, b, h, D,
                                                 scale, span, stride_bb, stride_bh, stride_bq, stride_bk, lse,
@@ -189,16 +200,8 @@ def _attention_bwd_dq_kernel(Q, K, V, DO, Bias, Lengths, HeadMask, LSE, C, GE, G
                              SPAN_MODE: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_HEAD_MASK: tl.constexpr,
                              HAS_OUT_GRAD: tl.constexpr, WANT_ENT: tl.constexpr, WANT_DIST: tl.constexpr,
                              WANT_COL: tl.constexpr, WANT_DBIAS: tl.constexpr, UPCAST: tl.constexpr):
-    pid_m = tl.program_id(0)
-    bh = tl.program_id(1)
-    b = bh // H
-    h = bh % H
-    length = tl.load(Lengths + b).to(tl.int32)
-    start_m = pid_m * BLOCK_M
-    if HAS_HEAD_MASK:
-        if tl.load(HeadMask + bh) == 0:
-            return
-    if start_m >= length:
+    bh, b, h, length, start_m, skip = _block_prologue(Lengths, HeadMask, H, BLOCK_M, HAS_HEAD_MASK)
+    if skip:
         return
     offs_m = start_m + tl.arange(0, BLOCK_M)
     offs_d = tl.arange(0, BLOCK_D)
@@ -207,16 +210,9 @@ def _attention_bwd_dq_kernel(Q, K, V, DO, Bias, Lengths, HeadMask, LSE, C, GE, G
     row_mask = row_ok[:, None] & (offs_d[None, :] < D)
     q = tl.load(Q + kv_base + offs_m[:, None] * D + offs_d[None, :], mask=row_mask, other=0.0)
     do = tl.load(DO + kv_base + offs_m[:, None] * D + offs_d[None, :], mask=row_mask, other=0.0)
-    lse = tl.load(LSE + bh * T + offs_m, mask=row_ok, other=float("-inf"))
-    c = tl.load(C + bh * T + offs_m, mask=row_ok, other=0.0)
-    ge = tl.load(GE + bh * T + offs_m, mask=row_ok, other=0.0) if WANT_ENT else c
-    gd = tl.load(GD + bh * T + offs_m, mask=row_ok, other=0.0) if WANT_DIST else c
+    lse, c, ge, gd = _row_terms(LSE, C, GE, GD, bh, T, offs_m, row_ok, WANT_ENT, WANT_DIST)
     dq = tl.zeros([BLOCK_M, BLOCK_D], dtype=tl.float32)
-    lo = 0
-    hi = length
-    if SPAN_MODE == 2:
-        lo = tl.maximum(start_m - span, 0) // BLOCK_N * BLOCK_N
-        hi = tl.minimum(length, start_m + BLOCK_M + span)
+    lo, hi = _loop_range(start_m, length, span, BLOCK_M, BLOCK_N, SPAN_MODE)
     for start_n in range(lo, hi, BLOCK_N):
         offs_n = start_n + tl.arange(0, BLOCK_N)
         key_ok = offs_n < length
