@@ -253,13 +253,16 @@ __device__ __forceinline__ void load_rows(T* __restrict__ s, int ld, const T* __
 // ---------------------------------------------------------------------------
 // Block-wide tile products (all threads of the CTA take part; no syncs inside)
 // ---------------------------------------------------------------------------
-// C[M x N] (float) = A[M x K] * B[N x K]^T, A and B row-major in shared memory.
-template <typename T, int M, int N, int K, int NT>
-__device__ __forceinline__ void gemm_abt(const T* __restrict__ A, int lda, const T* __restrict__ B, int ldb,
-                                         float* __restrict__ C, int ldc) {
+// C[M x N] (float) = A[M x K] * op(B), A and B row-major in shared memory: op(B) = B^T for B stored
+// N x K (B_TRANSPOSED, the scores Q K^T), op(B) = B for B stored K x N (the output P V).
+template <typename T, int M, int N, int K, int NT, bool B_TRANSPOSED>
+__device__ __forceinline__ void gemm_tile(const T* __restrict__ A, int lda, const T* __restrict__ B, int ldb,
+                                          float* __restrict__ C, int ldc) {
 #if SATKERN_WMMA
   if constexpr (Elem<T>::kTensorCore) {
     namespace wmma = nvcuda::wmma;
+    // B^T (K x N) stored as B (N x K) row-major is column-major K x N with ld ldb
+    using BLayout = std::conditional_t<B_TRANSPOSED, wmma::col_major, wmma::row_major>;
     const int warp = threadIdx.x / 32;
     constexpr int kTiles = (M / 16) * (N / 16);
     for (int t = warp; t < kTiles; t += NT / 32) {
@@ -269,10 +272,9 @@ __device__ __forceinline__ void gemm_abt(const T* __restrict__ A, int lda, const
 #pragma unroll
       for (int kk = 0; kk < K; kk += 16) {
         wmma::fragment<wmma::matrix_a, 16, 16, 16, T, wmma::row_major> a;
-        // B^T (K x N) stored as B (N x K) row-major = column-major K x N with ld ldb
-        wmma::fragment<wmma::matrix_b, 16, 16, 16, T, wmma::col_major> b;
+        wmma::fragment<wmma::matrix_b, 16, 16, 16, T, BLayout> b;
         wmma::load_matrix_sync(a, A + tm * 16 * lda + kk, lda);
-        wmma::load_matrix_sync(b, B + tn * 16 * ldb + kk, ldb);
+        wmma::load_matrix_sync(b, B_TRANSPOSED ? B + tn * 16 * ldb + kk : B + kk * ldb + tn * 16, ldb);
         wmma::mma_sync(acc, a, b, acc);
       }
       wmma::store_matrix_sync(C + tm * 16 * ldc + tn * 16, acc, ldc, wmma::mem_row_major);
@@ -285,47 +287,25 @@ __device__ __forceinline__ void gemm_abt(const T* __restrict__ A, int lda, const
     float acc = 0.0f;
 #pragma unroll 8
     for (int kk = 0; kk < K; ++kk)
-      acc = fmaf(Elem<T>::to_float(A[r * lda + kk]), Elem<T>::to_float(B[c * ldb + kk]), acc);
+      acc = fmaf(Elem<T>::to_float(A[r * lda + kk]),
+                 Elem<T>::to_float(B_TRANSPOSED ? B[c * ldb + kk] : B[kk * ldb + c]), acc);
     C[r * ldc + c] = acc;
   }
   }
 }
 
-// C[M x N] (float) = A[M x K] * B[K x N], A and B row-major in shared memory.
+// C = A B^T (B stored N x K)
+template <typename T, int M, int N, int K, int NT>
+__device__ __forceinline__ void gemm_abt(const T* __restrict__ A, int lda, const T* __restrict__ B, int ldb,
+                                         float* __restrict__ C, int ldc) {
+  gemm_tile<T, M, N, K, NT, true>(A, lda, B, ldb, C, ldc);
+}
+
+// C = A B (B stored K x N)
 template <typename T, int M, int N, int K, int NT>
 __device__ __forceinline__ void gemm_ab(const T* __restrict__ A, int lda, const T* __restrict__ B, int ldb,
                                         float* __restrict__ C, int ldc) {
-#if SATKERN_WMMA
-  if constexpr (Elem<T>::kTensorCore) {
-    namespace wmma = nvcuda::wmma;
-    const int warp = threadIdx.x / 32;
-    constexpr int kTiles = (M / 16) * (N / 16);
-    for (int t = warp; t < kTiles; t += NT / 32) {
-      const int tm = t / (N / 16), tn = t % (N / 16);
-      wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc;
-      wmma::fill_fragment(acc, 0.0f);
-#pragma unroll
-      for (int kk = 0; kk < K; kk += 16) {
-        wmma::fragment<wmma::matrix_a, 16, 16, 16, T, wmma::row_major> a;
-        wmma::fragment<wmma::matrix_b, 16, 16, 16, T, wmma::row_major> b;
-        wmma::load_matrix_sync(a, A + tm * 16 * lda + kk, lda);
-        wmma::load_matrix_sync(b, B + kk * ldb + tn * 16, ldb);
-        wmma::mma_sync(acc, a, b, acc);
-      }
-      wmma::store_matrix_sync(C + tm * 16 * ldc + tn * 16, acc, ldc, wmma::mem_row_major);
-    }
-  } else
-#endif
-  {
-  for (int i = threadIdx.x; i < M * N; i += NT) {
-    const int r = i / N, c = i % N;
-    float acc = 0.0f;
-#pragma unroll 8
-    for (int kk = 0; kk < K; ++kk)
-      acc = fmaf(Elem<T>::to_float(A[r * lda + kk]), Elem<T>::to_float(B[kk * ldb + c]), acc);
-    C[r * ldc + c] = acc;
-  }
-  }
+  gemm_tile<T, M, N, K, NT, false>(A, lda, B, ldb, C, ldc);
 }
 
 // max that propagates NaN. fmaxf returns the other operand when one is NaN, so a row whose scores
