@@ -186,6 +186,19 @@ def _fwd_inner(acc, m_i, l_i, e_i, d_i, lm_i,
 
 
 @triton.jit
+def _program_block(Lengths, T, H, BLOCK: tl.constexpr):
+    """``(bh, b, h, b64, h64, length, start)`` of this program: the grid's one axis enumerates blocks of
+    ``BLOCK`` (rows in pass 1, keys in pass 2) within each batch*head, block index fastest."""
+    pid = tl.program_id(0)
+    num_blocks = tl.cdiv(T, BLOCK)
+    bh = pid // num_blocks
+    b = bh // H
+    h = bh % H
+    length = tl.load(Lengths + b).to(tl.int32)
+    return bh, b, h, b.to(tl.int64), h.to(tl.int64), length, (pid % num_blocks) * BLOCK
+
+
+@triton.jit
 def _attention_fwd_kernel(
         Q, K, V, Lengths, Bias, HeadMask, W,
         Out, Lse, Ent, Dist, MaxW, LabelMass,
@@ -204,16 +217,7 @@ def _attention_fwd_kernel(
         UPCAST_DOT: tl.constexpr = False, FUSED_SCALE: tl.constexpr = False):
     """Pass 1. Out [B,H,T,D] (strides given), Lse/Ent/Dist/MaxW contiguous [B,H,T] float32,
     LabelMass contiguous [B,H,T,L] float32. ``qk_scale`` = scale / ln 2; ``span`` <= T."""
-    pid = tl.program_id(0)
-    num_m_blocks = tl.cdiv(T, BLOCK_M)
-    pid_m = pid % num_m_blocks
-    bh = pid // num_m_blocks
-    b = bh // H
-    h = bh % H
-    b64 = b.to(tl.int64)
-    h64 = h.to(tl.int64)
-    length = tl.load(Lengths + b).to(tl.int32)
-    start_m = pid_m * BLOCK_M
+    bh, b, h, b64, h64, length, start_m = _program_block(Lengths, T, H, BLOCK_M)
     offs_m = start_m + tl.arange(0, BLOCK_M)
     offs_d = tl.arange(0, BLOCK_D)
     offs_l = tl.arange(0, BLOCK_L)
@@ -339,16 +343,7 @@ def _colmass_kernel(
         EVEN_D: tl.constexpr, DOT_PRECISION: tl.constexpr, UPCAST_DOT: tl.constexpr = False):
     """Pass 2: ColMass[b,h,k] = sum over valid rows q of exp(s[q,k] - lse[q]) (A before zeroing in zero
     mode; the banded distribution in renorm). Lse is pass 1's natural-log lse, contiguous [B,H,T]."""
-    pid = tl.program_id(0)
-    num_n_blocks = tl.cdiv(T, BLOCK_N)
-    pid_n = pid % num_n_blocks
-    bh = pid // num_n_blocks
-    b = bh // H
-    h = bh % H
-    b64 = b.to(tl.int64)
-    h64 = h.to(tl.int64)
-    length = tl.load(Lengths + b).to(tl.int32)
-    start_n = pid_n * BLOCK_N
+    bh, b, h, b64, h64, length, start_n = _program_block(Lengths, T, H, BLOCK_N)
     offs_n = start_n + tl.arange(0, BLOCK_N)
     offs_d = tl.arange(0, BLOCK_D)
 
