@@ -223,17 +223,26 @@ def _attention_fwd(q, k, v, lengths, bias, head_mask, label_weights, scale: floa
                 WANT_DISTANCE=bool(want_distance), WANT_MAXWEIGHT=bool(want_maxweight), WANT_LABELS=want_labels,
                 EVEN_D=D == _next_pow2(D), DOT_PRECISION=_dot_precision(q.dtype), UPCAST_DOT=_upcast_dot(q.dtype),
                 FUSED_SCALE=bias is None and float(scale) > 0)
+    _launch("fwd", kernels._attention_fwd_kernel, _attention_fwd_tuned, "BLOCK_M", B * H, T, args, meta)
+    return out, lse, ent, dist, mw, lm
+
+
+def _launch(which: str, kernel, tuned, block_axis: str, BH: int, T: int, args, meta) -> None:
+    """Run a pass on a grid of ``cdiv(T, block) * BH`` programs, ``block`` = the ``block_axis`` tile size
+    (``"BLOCK_M"``: query blocks, pass 1; ``"BLOCK_N"``: key blocks, pass 2): small fixed tiles under the
+    interpreter, a config forced by the environment (:func:`_forced`), else the autotuned kernel."""
+    def grid(blocks):
+        return (triton.cdiv(T, blocks[block_axis]) * BH,)
+
     if interpreting():
         bm, bn = _INTERPRET_BLOCKS
-        kernels._attention_fwd_kernel[(triton.cdiv(T, bm) * B * H,)](*args, BLOCK_M=bm, BLOCK_N=bn, **meta)
-    elif _forced("fwd") is not None:
-        bm, bn, w, st = _forced("fwd")
-        kernels._attention_fwd_kernel[(triton.cdiv(T, bm) * B * H,)](*args, BLOCK_M=bm, BLOCK_N=bn, num_warps=w,
-                                                                     num_stages=st, **meta)
+        kernel[grid({"BLOCK_M": bm, "BLOCK_N": bn})](*args, BLOCK_M=bm, BLOCK_N=bn, **meta)
+    elif _forced(which) is not None:
+        bm, bn, w, st = _forced(which)
+        kernel[grid({"BLOCK_M": bm, "BLOCK_N": bn})](*args, BLOCK_M=bm, BLOCK_N=bn, num_warps=w, num_stages=st,
+                                                     **meta)
     else:
-        grid = lambda META: (triton.cdiv(T, META["BLOCK_M"]) * B * H,)  # noqa: E731
-        _attention_fwd_tuned[grid](*args, **meta)
-    return out, lse, ent, dist, mw, lm
+        tuned[grid](*args, **meta)
 
 
 def _colmass_fwd(q, k, lengths, bias, head_mask, lse, scale: float, span: int, renorm: bool):
@@ -249,16 +258,7 @@ def _colmass_fwd(q, k, lengths, bias, head_mask, lse, scale: float, span: int, r
     meta = dict(BLOCK_D=max(16, _next_pow2(D)), SPAN_MODE=mode, HAS_BIAS=bias is not None,
                 HAS_HEAD_MASK=head_mask is not None, EVEN_D=D == _next_pow2(D),
                 DOT_PRECISION=_dot_precision(q.dtype), UPCAST_DOT=_upcast_dot(q.dtype))
-    if interpreting():
-        bm, bn = _INTERPRET_BLOCKS
-        kernels._colmass_kernel[(triton.cdiv(T, bn) * B * H,)](*args, BLOCK_M=bm, BLOCK_N=bn, **meta)
-    elif _forced("col") is not None:
-        bm, bn, w, st = _forced("col")
-        kernels._colmass_kernel[(triton.cdiv(T, bn) * B * H,)](*args, BLOCK_M=bm, BLOCK_N=bn, num_warps=w,
-                                                               num_stages=st, **meta)
-    else:
-        grid = lambda META: (triton.cdiv(T, META["BLOCK_N"]) * B * H,)  # noqa: E731
-        _colmass_tuned[grid](*args, **meta)
+    _launch("col", kernels._colmass_kernel, _colmass_tuned, "BLOCK_N", B * H, T, args, meta)
     return col
 
 
