@@ -65,10 +65,13 @@ def _scores_tile(q, K, Bias, offs_m, offs_n, offs_d, row_ok, key_ok, kv_base, b,
 
 
 @triton.jit
-def _block_prologue(Lengths, HeadMask, H, BLOCK: tl.constexpr, HAS_HEAD_MASK: tl.constexpr):
-    """``(bh, b, h, length, start, skip)`` of this program: block ``program_id(0)`` of ``BLOCK`` rows (or
-    keys) of batch*head ``program_id(1)``; ``skip`` when its head is masked or the block starts past the
-    utterance's length (nothing to compute or write)."""
+def _block_prologue(Lengths, HeadMask, H, T, D, BLOCK: tl.constexpr, BLOCK_D: tl.constexpr,
+                    HAS_HEAD_MASK: tl.constexpr):
+    """This program's block: ``BLOCK`` rows (or keys) from ``start`` of batch*head ``program_id(1)``.
+    Returns ``(bh, b, h, length, skip, offs, offs_d, ok, base, tile_mask)``: ``skip`` when the head is
+    masked or the block starts past the utterance's length (nothing to compute or write); ``offs`` the
+    block's indices, ``ok`` those below the length, ``base`` the [B, H, T, D] offset of this head and
+    ``tile_mask`` the valid part of a ``[BLOCK, BLOCK_D]`` tile."""
     bh = tl.program_id(1)
     b = bh // H
     h = bh % H
@@ -77,7 +80,12 @@ def _block_prologue(Lengths, HeadMask, H, BLOCK: tl.constexpr, HAS_HEAD_MASK: tl
     skip = start >= length
     if HAS_HEAD_MASK:
         skip = skip | (tl.load(HeadMask + bh) == 0)
-    return bh, b, h, length, start, skip
+    offs = start + tl.arange(0, BLOCK)
+    offs_d = tl.arange(0, BLOCK_D)
+    ok = offs < length
+    base = bh.to(tl.int64) * T * D
+    tile_mask = ok[:, None] & (offs_d[None, :] < D)
+    return bh, b, h, length, start, skip, offs, offs_d, ok, base, tile_mask
 
 
 @triton.jit
@@ -109,15 +117,11 @@ def _colmass_rowsum_kernel(Q, K, Bias, Lengths, HeadMask, LSE, GC, R,
                            SPAN_MODE: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_HEAD_MASK: tl.constexpr,
                            UPCAST: tl.constexpr):
     """r_i = sum_j p_ij g_col_j for one query block (the colmass gradient's pre-pass)."""
-    bh, b, h, length, start_m, skip = _block_prologue(Lengths, HeadMask, H, BLOCK_M, HAS_HEAD_MASK)
+    bh, b, h, length, start_m, skip, offs_m, offs_d, row_ok, kv_base, row_mask = _block_prologue(
+        Lengths, HeadMask, H, T, D, BLOCK_M, BLOCK_D, HAS_HEAD_MASK)
     if skip:
         return
-    offs_m = start_m + tl.arange(0, BLOCK_M)
-    offs_d = tl.arange(0, BLOCK_D)
-    row_ok = offs_m < length
-    kv_base = bh.to(tl.int64) * T * D
-    q = tl.load(Q + kv_base + offs_m[:, None] * D + offs_d[None, :], mask=row_ok[:, None] & (offs_d[None, :] < D),
-                other=0.0)
+    q = tl.load(Q + kv_base + offs_m[:, None] * D + offs_d[None, :], mask=row_mask, other=0.0)
     lse = tl.load(LSE + bh * T + offs_m, mask=row_ok, other=float("-inf"))
     lo, hi = _loop_range(start_m, length, span, BLOCK_M, BLOCK_N, SPAN_MODE)
     r = tl.zeros([BLOCK_M], dtype=tl.float32)
@@ -158,14 +162,10 @@ def _attention_bwd_dkdv_kernel(Q, K, V, DO, Bias, Lengths, HeadMask, LSE, C, GE,
                                SPAN_MODE: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_HEAD_MASK: tl.constexpr,
                                HAS_OUT_GRAD: tl.constexpr, WANT_ENT: tl.constexpr, WANT_DIST: tl.constexpr,
                                WANT_COL: tl.constexpr, UPCAST: tl.constexpr):
-    bh, b, h, length, start_n, skip = _block_prologue(Lengths, HeadMask, H, BLOCK_N, HAS_HEAD_MASK)
+    bh, b, h, length, start_n, skip, offs_n, offs_d, key_ok, kv_base, tile_mask = _block_prologue(
+        Lengths, HeadMask, H, T, D, BLOCK_N, BLOCK_D, HAS_HEAD_MASK)
     if skip:
         return
-    offs_n = start_n + tl.arange(0, BLOCK_N)
-    offs_d = tl.arange(0, BLOCK_D)
-    key_ok = offs_n < length
-    kv_base = bh.to(tl.int64) * T * D
-    tile_mask = key_ok[:, None] & (offs_d[None, :] < D)
     v = tl.load(V + kv_base + offs_n[:, None] * D + offs_d[None, :], mask=tile_mask, other=0.0)
     gc = tl.load(GC + bh * T + offs_n, mask=key_ok, other=0.0) if WANT_COL else tl.zeros([BLOCK_N], tl.float32)
     dk = tl.zeros([BLOCK_N, BLOCK_D], dtype=tl.float32)
@@ -200,14 +200,10 @@ def _attention_bwd_dq_kernel(Q, K, V, DO, Bias, Lengths, HeadMask, LSE, C, GE, G
                              SPAN_MODE: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_HEAD_MASK: tl.constexpr,
                              HAS_OUT_GRAD: tl.constexpr, WANT_ENT: tl.constexpr, WANT_DIST: tl.constexpr,
                              WANT_COL: tl.constexpr, WANT_DBIAS: tl.constexpr, UPCAST: tl.constexpr):
-    bh, b, h, length, start_m, skip = _block_prologue(Lengths, HeadMask, H, BLOCK_M, HAS_HEAD_MASK)
+    bh, b, h, length, start_m, skip, offs_m, offs_d, row_ok, kv_base, row_mask = _block_prologue(
+        Lengths, HeadMask, H, T, D, BLOCK_M, BLOCK_D, HAS_HEAD_MASK)
     if skip:
         return
-    offs_m = start_m + tl.arange(0, BLOCK_M)
-    offs_d = tl.arange(0, BLOCK_D)
-    row_ok = offs_m < length
-    kv_base = bh.to(tl.int64) * T * D
-    row_mask = row_ok[:, None] & (offs_d[None, :] < D)
     q = tl.load(Q + kv_base + offs_m[:, None] * D + offs_d[None, :], mask=row_mask, other=0.0)
     do = tl.load(DO + kv_base + offs_m[:, None] * D + offs_d[None, :], mask=row_mask, other=0.0)
     lse, c, ge, gd = _row_terms(LSE, C, GE, GD, bh, T, offs_m, row_ok, WANT_ENT, WANT_DIST)
