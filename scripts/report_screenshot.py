@@ -1,6 +1,7 @@
 """Screenshot of a satkern report in headless Chromium, cropped and scaled for the README.
 
     python scripts/report_screenshot.py demo_out/report.html docs/report.png [--height 1900] [--scale 0.6]
+    python scripts/report_screenshot.py demo_out/report.html docs/report-maps.png --section attention-maps
 
 Also checks the page as the browser test does (images decoded, no outside request, clean console)
 and refuses to write the picture of a page that fails.
@@ -21,14 +22,24 @@ def main(argv=None) -> int:
     ap.add_argument("--width", type=int, default=1280, help="page width in CSS pixels (default 1280)")
     ap.add_argument("--height", type=int, default=1900, help="crop the page to this height (default 1900)")
     ap.add_argument("--scale", type=float, default=0.6, help="scale the crop by this factor (default 0.6)")
+    ap.add_argument("--section", help="start the crop at the element with this id (e.g. attention-maps)")
     args = ap.parse_args(argv)
-    check = check_page(args.report, width=args.width)
+    scripts = ([f"(() => {{ const e = document.getElementById({args.section!r}); "
+                f"return e ? e.getBoundingClientRect().top + window.scrollY : -1; }})()"] if args.section else [])
+    check = check_page(args.report, width=args.width, scripts=scripts)
     problems = check.broken_images + check.outside_requests + check.console_errors
     if problems:
         print(f"report_screenshot: the page has problems: {problems}", file=sys.stderr)
         return 1
     im = Image.open(io.BytesIO(check.screenshot_png)).convert("RGB")
-    im = im.crop((0, 0, im.width, min(im.height, args.height)))
+    top = 0
+    if args.section:
+        found = check.script_results[0] if check.script_results else -1
+        if found is None or found < 0:
+            print(f"report_screenshot: no element with id {args.section!r} in the page", file=sys.stderr)
+            return 1
+        top = int(found * im.width / args.width)  # CSS pixels to screenshot pixels
+    im = im.crop((0, top, im.width, min(im.height, top + args.height)))
     im = im.resize((int(im.width * args.scale), int(im.height * args.scale)), Image.LANCZOS)
     im = im.quantize(colors=128, method=Image.Quantize.MEDIANCUT)  # a palette PNG: a few hundred kB at most
     im.save(args.out, optimize=True)
