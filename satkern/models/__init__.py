@@ -111,7 +111,8 @@ def load_model(spec: str, *, trust_checkpoint: bool = False, s3prl_whole_sequenc
     if is_trained_name(spec) or _is_s3prl_name(spec):
         from .s3prl.speech_model import S3prlSpeechModel
 
-        return S3prlSpeechModel(build(spec), spec, random_weights=not is_trained_name(spec))
+        return S3prlSpeechModel(build(spec), spec, random_weights=not is_trained_name(spec),
+                                whole_sequence=s3prl_whole_sequence)
     if spec in names():
         return HFSpeechModel(build(spec), spec, random_weights=True)
     raise _not_found(spec)

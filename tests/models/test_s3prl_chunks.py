@@ -166,3 +166,33 @@ def test_job_records_the_mode_and_the_chunked_count(tmp_path):
     b = pd.read_csv(tmp_path / "out-True" / "heads.csv")
     assert a[list("GVDW")].notna().all().all()
     assert float((a["G"] - b["G"]).abs().max()) > 1e-4  # the two modes really differ
+
+
+def test_whole_sequence_option_is_honoured_for_built_in_names(tmp_path):
+    """`--s3prl-whole-sequence` with a shipped name (sat-mini-m3, task.sequence_length 1500 feature
+    frames = 15 s): through the command line, a 16 s recording runs in 2 chunks by default and whole
+    with the option, and the two head tables differ."""
+    import numpy as np
+    import soundfile as sf
+
+    from satkern.cli import main as cli_main
+
+    assert load_model("sat-mini-m3", s3prl_whole_sequence=True).whole_sequence is True
+    assert load_model("sat-mini-m3").whole_sequence is False
+    clips = [sf.read(str(p), dtype="float32")[0] for p in sorted(FIXTURE.rglob("*.WAV"))]
+    audio = np.concatenate(clips)[: 16000 * 16]
+    assert len(audio) == 16000 * 16  # the fixture corpus holds more than 16 s
+    corpus = tmp_path / "long"
+    corpus.mkdir()
+    sf.write(str(corpus / "long.wav"), audio, 16000)
+    runs = {}
+    for flag in ([], ["--s3prl-whole-sequence"]):
+        out = tmp_path / ("whole" if flag else "chunks")
+        assert cli_main(["analyze", "--model", "sat-mini-m3", "--corpus", str(corpus), "--out", str(out),
+                         "--no-progress", *flag]) == 0
+        runs[bool(flag)] = (json.loads((out / "summary.json").read_text())["model"]["s3prl"],
+                            (out / "heads.csv").read_text())
+    (chunked, heads_chunked), (whole, heads_whole) = runs[False], runs[True]
+    assert chunked["utterances_chunked"] == 1 and "chunks" in chunked["mode"]
+    assert whole["utterances_chunked"] == 0 and "--s3prl-whole-sequence" in whole["mode"]
+    assert heads_chunked != heads_whole
