@@ -56,6 +56,7 @@ def main(argv=None) -> int:
     from satkern.models.s3prl.model import stack_frames
     from satkern.models.trained import trained_path
     from satkern.pretrain import PretrainConfig, atomic_save, build_model, ship_checkpoint, upstream_config
+    from satkern.pretrain.monitor import choose_spread
     from satkern.pretrain.evaluate import attention_distances, masked_reconstruction, utterance_features
     from satkern.models.s3prl.spec_head import load_spec_head
     from satkern.rank import (ProbeFeatures, extract_probe_features, frame_phone_labels, load_probe_utterances,
@@ -102,7 +103,7 @@ def main(argv=None) -> int:
         utts = sorted(c.utterances, key=lambda u: u.uid)
         if not args.max_utterances:
             return utts
-        return utts[:: max(1, len(utts) // args.max_utterances)][: args.max_utterances]  # spread over speakers
+        return choose_spread(utts, args.max_utterances)  # spread over speakers
 
     test_utts, train_utts = split_utts("TEST"), split_utts("TRAIN")
     real_waves = {}

@@ -42,9 +42,9 @@ def main(argv=None) -> int:
         cfg.monitor_every = 1
     torch.manual_seed(cfg.seed)
     model, head = build_model(cfg)  # the run's step-0 weights (seeded as pretrain seeds them)
-    held = _held_out(cfg, model.features)
+    held, why = _held_out(cfg, model.features)
     if held is None:
-        raise SystemExit(f"{run}: its corpus has no {cfg.monitor_split}/ split to hold out")
+        raise SystemExit(f"monitor_checkpoints: {run}: held-out measurements {why}")
     steps = sorted(int(m.group(1)) for p in run.glob("states-*.ckpt") if (m := re.match(r"states-(\d+)\.ckpt$", p.name)))
     if args.every:
         steps = [s for s in steps if s % args.every == 0 or s == steps[-1]]

@@ -10,7 +10,6 @@ deterministic batch order.
 """
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import List, Sequence, Tuple
 

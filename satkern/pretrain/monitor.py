@@ -79,7 +79,8 @@ def measure(model, head, held: HeldOut) -> Dict[str, object]:
     """One monitor row (summary values and the per-head distances ``[L, H]``). The model and head
     are put in eval mode for the measurement and returned to the mode they were in."""
     modes = (model.training, head.training)
-    # a training-time attention override (pretrain's SDPA) would be replaced by the patch; keep it aside
+    # measure with the model's own eager attention (as the independent evaluation does), not the
+    # training-time SDPA override pretrain installs; it is put back afterwards
     overrides = {m: m.__dict__.pop("attend") for m in model.attention_modules() if "attend" in m.__dict__}
     model.eval()
     head.eval()

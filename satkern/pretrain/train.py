@@ -22,12 +22,13 @@ import random
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, Optional
+from typing import Any, Dict, Optional, Tuple
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..corpus.readers import discover_corpus
 from ..models.s3prl.builtin import LOG_MEL_AUDIO
 from ..models.s3prl.features import S3prlFeatures
 from ..models.s3prl.model import S3prlConfig, S3prlTransformer, padding_bias, stack_frames
@@ -183,16 +184,22 @@ def _sdpa_attend(module):
     return attend
 
 
-def _held_out(cfg: PretrainConfig, features) -> Optional[HeldOut]:
-    """The monitor's fixed held-out set: ``monitor_utterances`` utterances of ``corpus/monitor_split``
-    spread over its (sorted) list, or None when the corpus has no such split (then nothing held out
-    exists: the monitor is off rather than measuring on training data)."""
-    root = Path(cfg.corpus)
-    if not (root / cfg.monitor_split).is_dir() or cfg.monitor_split == cfg.split:
-        return None
-    utts, _ = training_utterances(cfg.corpus, cfg.monitor_split)
-    feats, _ = extract_all(features, choose_spread(utts, cfg.monitor_utterances), cfg.downsample)
-    return HeldOut(feats=feats, consecutive=cfg.mask_consecutive, seed=cfg.seed)
+def _held_out(cfg: PretrainConfig, features) -> Tuple[Optional[HeldOut], Optional[str]]:
+    """The monitor's fixed held-out set -- ``monitor_utterances`` readable utterances of
+    ``corpus/monitor_split`` spread over its sorted list (audio only: no alignments needed) -- or
+    ``(None, why)`` when there is nothing held out to measure (then the monitor is off rather than
+    measuring on training data)."""
+    root = Path(cfg.corpus) / cfg.monitor_split
+    if cfg.monitor_split == cfg.split:
+        return None, f"off: --monitor-split {cfg.monitor_split} is the training split"
+    if not root.is_dir():
+        return None, f"off: --corpus has no {cfg.monitor_split}/ split to hold out"
+    utts = sorted(discover_corpus(root).utterances, key=lambda u: u.uid)
+    try:
+        feats, _ = extract_all(features, choose_spread(utts, cfg.monitor_utterances), cfg.downsample)
+    except ValueError:  # no readable utterance long enough
+        return None, f"off: no readable utterance in {root}"
+    return HeldOut(feats=feats, consecutive=cfg.mask_consecutive, seed=cfg.seed), None
 
 
 def lr_at(step: int, cfg: PretrainConfig) -> float:
@@ -306,7 +313,7 @@ def pretrain(cfg: PretrainConfig) -> Dict[str, Any]:
     frame_lengths = [int(f.shape[0]) for f in feats]
     hop_s = model.features.hop_length / model.features.sample_rate
     max_frames = max(1, int(round(cfg.batch_seconds / hop_s)))
-    held = _held_out(cfg, model.features) if cfg.monitor_every else None
+    held, monitor_off = _held_out(cfg, model.features) if cfg.monitor_every else (None, None)
     model.to(device).train()
     head.to(device).train()
     attention_modules = model.attention_modules()
@@ -358,6 +365,7 @@ def pretrain(cfg: PretrainConfig) -> Dict[str, Any]:
     bar = tqdm(total=cfg.steps, initial=step, desc="pretrain", disable=not cfg.progress, dynamic_ncols=True)
     t0 = time.perf_counter()
     frames_seen = 0
+    monitor_seconds = 0.0  # time inside the held-out measurements (not in elapsed_s)
     csv_file = open(loss_csv, "a", newline="")
     writer = csv.writer(csv_file)
     last_loss = float("nan")
@@ -387,8 +395,12 @@ def pretrain(cfg: PretrainConfig) -> Dict[str, Any]:
                 bar.update(1)
                 bar.set_postfix(loss=f"{last_loss:.4f}", audio_s_per_s=f"{frames_seen * hop_s / max(elapsed, 1e-9):.1f}")
                 if monitor is not None and (step % cfg.monitor_every == 0 or step == cfg.steps):
+                    m0 = time.perf_counter()
                     row = measure(model, head, held)
                     monitor.append(step, row)
+                    spent = time.perf_counter() - m0
+                    monitor_seconds += spent
+                    t0 += spent  # elapsed_s and the throughput count training only
                     bar.write(f"step {step}: held-out L1 ratio {row['ratio']:.3f}, {row['local_heads']} local heads, "
                               f"most local {row['min_distance']:.1f} frames, median {row['median_distance']:.1f}")
                 if step % cfg.save_every == 0 or step == cfg.steps:
@@ -403,15 +415,16 @@ def pretrain(cfg: PretrainConfig) -> Dict[str, Any]:
         bar.close()
         for m in attention_modules:
             m.__dict__.pop("attend", None)
-    wall = time.perf_counter() - t0
+    wall = time.perf_counter() - t0 + monitor_seconds
     monitor_note = None
     if monitor is not None:
         plot_monitor(monitor.path, out / "monitor.png", loss_csv=str(loss_csv),
                      title=f"satkern pretrain: {cfg.layers} layers x {cfg.heads} heads, C = {cfg.mask_consecutive}")
         monitor_note = {"csv": str(monitor.path), "figure": str(out / "monitor.png"), "every": cfg.monitor_every,
-                        "utterances": len(held.feats), "split": cfg.monitor_split}
+                        "utterances": len(held.feats), "split": cfg.monitor_split,
+                        "seconds_this_run": monitor_seconds}
     elif cfg.monitor_every:
-        monitor_note = f"off: --corpus has no {cfg.monitor_split}/ split to hold out"
+        monitor_note = monitor_off
     n_params = sum(p.numel() for p in model.parameters())
     summary = {"version": VERSION, "steps": step, "final_loss": last_loss, "wall_seconds_this_run": wall,
                "transformer_parameters": n_params, "spec_head_parameters": sum(p.numel() for p in head.parameters()),

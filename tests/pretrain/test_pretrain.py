@@ -199,6 +199,16 @@ def test_monitor_measures_what_the_evaluation_measures(tmp_path):
     assert rows[-1]["d_spread"] == pytest.approx(float(D.max() - D.min()), abs=1e-5)
 
 
+def test_monitor_holds_out_a_split_without_alignments(tmp_path):
+    """The held-out split needs audio only: a TEST/ without .PHN files is measured, not an error."""
+    corpus = tmp_path / "corpus"
+    shutil.copytree(FIXTURE / "TRAIN", corpus / "TRAIN")
+    shutil.copytree(FIXTURE / "TEST", corpus / "TEST", ignore=shutil.ignore_patterns("*.PHN"))
+    summary = pretrain(_cfg(tmp_path / "run", corpus=str(corpus), steps=2, save_every=2, monitor_utterances=3))
+    assert summary["monitor"]["utterances"] == 3 and summary["monitor"]["seconds_this_run"] > 0
+    assert (tmp_path / "run" / "monitor.csv").read_text().count("\n") == 3  # header, step 0, step 2
+
+
 def test_monitor_is_off_without_a_held_out_split(tmp_path):
     corpus = tmp_path / "corpus"
     shutil.copytree(FIXTURE / "TRAIN", corpus / "TRAIN")
