@@ -196,3 +196,64 @@ def test_whole_sequence_option_is_honoured_for_built_in_names(tmp_path):
     assert chunked["utterances_chunked"] == 1 and "chunks" in chunked["mode"]
     assert whole["utterances_chunked"] == 0 and "--s3prl-whole-sequence" in whole["mode"]
     assert heads_chunked != heads_whole
+
+
+# ----------------------------------------------------------------------------------
+# against s3prl's own upstream path (s3prl is not a dependency: its chunking re-implemented here)
+# ----------------------------------------------------------------------------------
+def s3prl_upstream_hidden_states(sd, block, feats, sequence_length):
+    """``[L+1, B, T', H]``: what s3prl's upstream hands out for features ``feats [B, T, F]``.
+
+    Re-implements ``TransformerBuilder._forward`` of s3prl/s3prl ``s3prl/upstream/mockingjay/builder.py``
+    (TERA's expert and builder are Mockingjay's: ``upstream/tera/expert.py`` imports
+    ``..mockingjay.expert.UpstreamExpert``), with ``output_hidden_states=True``: an input longer than
+    ``max_input_length`` (= ``task.sequence_length``) is cut with ``torch.chunk(x, ceil(T / max), dim=1)``,
+    every chunk goes through ``process_input_data`` (its own padding mask from the non-zero frames,
+    position encodings ``table[:seq_len]`` from 0) and the model, and the stacked hidden states are
+    concatenated along time (``torch.cat(x_, dim=2)``). Each piece runs through ``reference_forward``
+    (tests/models/test_s3prl.py: s3prl's ``TransformerModel`` written out in plain torch, with the
+    frame stacking of s3prl's older ``process_input_data`` for ``downsample_rate > 1``)."""
+    from test_s3prl import reference_forward
+
+    T = feats.shape[1]
+    if sequence_length == 0 or T <= sequence_length:
+        return torch.stack(reference_forward(sd, block, feats)[2])
+    pieces = torch.chunk(feats, chunks=math.ceil(T / sequence_length), dim=1)
+    return torch.cat([torch.stack(reference_forward(sd, block, p)[2]) for p in pieces], dim=2)
+
+
+@pytest.mark.parametrize("name", ["tiny-tera", "tiny-mockingjay"])
+def test_hidden_states_equal_s3prl_upstream_for_two_and_a_half_chunks(tmp_path, name):
+    """Waveform -> features -> the model, an input of 2.5 x sequence_length feature frames (3 chunks):
+    every hidden state equals s3prl's upstream path, through SpeechModel, through satkern.patch, and
+    through the layer cache the rank job uses (forward_cached ran the whole input at once before: its
+    hidden states differed from the first layer input on, position encodings running on past a chunk)."""
+    L = 40
+    path = _checkpoint(tmp_path / f"{name}.ckpt", name, sequence_length=L)
+    sd = torch.load(path, weights_only=True)["Transformer"]
+    block = dict(BUILTIN_CONFIGS[name]["transformer"])
+    sm = load_model(str(path))
+    sm.model.double()
+    wav = torch.randn(160 * 99, generator=torch.Generator().manual_seed(3)) * 0.1  # 1 + 99 = 100 feature frames
+    inputs, frames = sm.prepare([wav])
+    assert inputs["feats"].shape[1] == 100 == int(2.5 * L) and sm.num_chunks(len(wav)) == 3
+    want = s3prl_upstream_hidden_states(sd, block, inputs["feats"], L)
+    assert want.shape[2] == int(frames[0])
+    with torch.no_grad():
+        plain = torch.stack(sm(inputs, output_hidden_states=True).hidden_states)
+        with satkern.patch(sm, stats=("entropy",), backend="reference"):
+            patched = torch.stack(sm(inputs, output_hidden_states=True).hidden_states)
+        cache = {}
+        cached = [sm.forward_cached(inputs, frames, first, cache) for first in (1, 0, 1)]  # fill, then reuse
+    assert set(cache) == {("chunk", 0), ("chunk", 1), ("chunk", 2)}
+    for got, what in [(plain, "forward"), (patched, "patched")] + [(c[None], "forward_cached") for c in cached]:
+        ref = want if got.shape[0] > 1 else want[-1:]
+        assert got.shape == ref.shape, (name, what)
+        err = float((got - ref).abs().max())
+        assert err < 1e-10, (name, what, err)
+    # running it whole (what forward_cached did) is far from s3prl's upstream
+    sm.whole_sequence = True
+    with torch.no_grad():
+        whole = torch.stack(sm(inputs, output_hidden_states=True).hidden_states)
+    if whole.shape == want.shape:
+        assert float((whole[0] - want[0]).norm() / want[0].norm()) > 0.05

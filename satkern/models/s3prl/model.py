@@ -556,39 +556,61 @@ class S3prlTransformer(nn.Module):
                                 attentions=tuple(all_attn) if output_attentions else None,
                                 lengths=model_lengths)
 
+    def chunk_slots(self, lengths) -> Tuple[List[Tuple[List[int], List[int], List[int]]], List[List[Tuple[int, int, int]]],
+                                            List[int]]:
+        """How a batch of utterances of ``lengths`` feature frames runs chunked: ``(slots, pieces, total)``.
+
+        ``pieces[u]``: :meth:`chunk_pieces` of utterance ``u``; slot ``j`` = ``(utterances, output
+        frame offsets, model frames)`` of the j-th chunks of all utterances that have one (they run
+        as one padded batch); ``total[u]``: model frames of utterance ``u``, its chunks concatenated."""
+        pieces = [self.chunk_pieces(n) for n in torch.as_tensor(lengths).tolist()]
+        total = [sum(p[2] for p in ps) for ps in pieces]
+        slots = []
+        for j in range(max((len(ps) for ps in pieces), default=0)):
+            idx = [u for u in range(len(pieces)) if len(pieces[u]) > j]
+            offsets = [sum(p[2] for p in pieces[u][:j]) for u in idx]
+            slots.append((idx, offsets, [pieces[u][j][2] for u in idx]))
+        return slots, pieces, total
+
+    @staticmethod
+    def chunk_batch(feats: torch.Tensor, pieces, j: int, idx: List[int]) -> Tuple[torch.Tensor, torch.Tensor]:
+        """``(x [b_j, T_j, F], kept [b_j])``: the j-th chunk of each utterance in ``idx``, trimmed to whole
+        stacked frames (as when the chunk runs alone), zero-padded to the longest."""
+        kept = [pieces[u][j][1] for u in idx]
+        x = feats.new_zeros(len(idx), max(kept), feats.shape[-1])
+        for i, u in enumerate(idx):
+            start = pieces[u][j][0]
+            x[i, :kept[i]] = feats[u, start:start + kept[i]]
+        return x, torch.tensor(kept, device=feats.device)
+
+    def announce_chunks(self, batch: int, slots) -> None:
+        """Tell :attr:`chunk_listener` (set by satkern.patch) which layer calls are which chunks."""
+        if self.chunk_listener is not None:
+            self.chunk_listener.begin_chunks(batch, [(torch.tensor(i), torch.tensor(o), torch.tensor(f))
+                                                     for i, o, f in slots])
+
+    def end_announced_chunks(self) -> None:
+        if self.chunk_listener is not None:
+            self.chunk_listener.end_chunks()
+
     def _forward_chunks(self, feats, lengths, output_attentions, output_hidden_states, head_mask) -> S3prlModelOutput:
         """Every utterance split into its s3prl chunks (:meth:`chunk_sizes`); the j-th chunks of all
-        utterances that have one run as one padded batch ("slot" j), each chunk trimmed to whole
-        stacked frames as when it runs alone; outputs scattered back and concatenated per utterance."""
+        utterances that have one run as one padded batch ("slot" j, :meth:`chunk_slots`), each chunk
+        trimmed to whole stacked frames as when it runs alone; outputs scattered back and concatenated
+        per utterance."""
         B = feats.shape[0]
-        dr = self.config.downsample_rate
-        per_utt = [self.chunk_pieces(n) for n in lengths.tolist()]
-        total = [sum(p[2] for p in pieces) for pieces in per_utt]
+        slots, pieces, total = self.chunk_slots(lengths)
         T_out = max(total) if total else 0
-        slots = []  # (utterance indices, output frame offsets, model frames) per slot
-        for j in range(max(len(p) for p in per_utt)):
-            idx = [u for u in range(B) if len(per_utt[u]) > j]
-            offsets = [sum(p[2] for p in per_utt[u][:j]) for u in idx]
-            frames = [per_utt[u][j][2] for u in idx]
-            slots.append((idx, offsets, frames))
         hidden = self.config.hidden_size
         n_states = self.num_layers + 1
         states = [feats.new_zeros(B, T_out, hidden) for _ in range(n_states if output_hidden_states else 1)]
         maps = ([feats.new_zeros(B, self.num_heads, T_out, T_out) for _ in range(self.num_layers)]
                 if output_attentions else None)
-        listener = self.chunk_listener
-        if listener is not None:
-            listener.begin_chunks(B, [(torch.tensor(i), torch.tensor(o), torch.tensor(f)) for i, o, f in slots])
+        self.announce_chunks(B, slots)
         try:
             for j, (idx, offsets, frames) in enumerate(slots):
-                kept = [per_utt[u][j][1] for u in idx]
-                x = feats.new_zeros(len(idx), max(kept), feats.shape[-1])
-                for i, u in enumerate(idx):
-                    start = per_utt[u][j][0]
-                    x[i, :kept[i]] = feats[u, start:start + kept[i]]
-                hm = head_mask
-                out = self._forward_whole(x, torch.tensor(kept, device=feats.device), output_attentions,
-                                          output_hidden_states, hm)
+                x, kept = self.chunk_batch(feats, pieces, j, idx)
+                out = self._forward_whole(x, kept, output_attentions, output_hidden_states, head_mask)
                 chunk_states = out.hidden_states if output_hidden_states else (out.last_hidden_state,)
                 for i, u in enumerate(idx):
                     o, n = offsets[i], frames[i]
@@ -598,8 +620,7 @@ class S3prlTransformer(nn.Module):
                         for dst, src in zip(maps, out.attentions):
                             dst[u, :, o:o + n, o:o + n] = src[i, :, :n, :n]
         finally:
-            if listener is not None:
-                listener.end_chunks()
+            self.end_announced_chunks()
         return S3prlModelOutput(last_hidden_state=states[-1],
                                 hidden_states=tuple(states) if output_hidden_states else None,
                                 attentions=tuple(maps) if output_attentions else None,

@@ -127,19 +127,45 @@ class S3prlSpeechModel(SpeechModel):
         Equals ``self(inputs).last_hidden_state``: the same modules in the same order
         (:class:`~satkern.models.s3prl.model.S3prlEncoder`'s loop), started at the latest cached layer
         input that a refinement beginning at layer ``first_refined`` leaves unchanged (layer ``l <=
-        first_refined``). Inputs run whole (no ``sequence_length`` chunking)."""
+        first_refined``). A batch with an utterance longer than ``task.sequence_length`` runs in s3prl's
+        chunks exactly as :meth:`forward` runs it (slot by slot, each chunk with its own position
+        encodings from 0); the cache then holds one such dict per slot, under ``("chunk", j)``."""
+        from .model import stacked_lengths
+
+        model = self.model
+        feats = inputs["feats"]
+        lengths = torch.as_tensor(inputs["lengths"], device=feats.device).to(torch.int64)
+        if not (model.chunking and bool((lengths > model.sequence_length).any())):
+            return self._forward_cached_whole(feats, frame_lengths.to(feats.device), first_refined, cache)
+        B = feats.shape[0]
+        slots, pieces, total = model.chunk_slots(lengths)
+        out = feats.new_zeros(B, max(total), model.config.hidden_size)
+        model.announce_chunks(B, slots)
+        try:
+            for j, (idx, offsets, frames) in enumerate(slots):
+                x, kept = model.chunk_batch(feats, pieces, j, idx)
+                chunk_lengths = stacked_lengths(kept, x.shape[1], model.config.downsample_rate)
+                hidden = self._forward_cached_whole(x, chunk_lengths, first_refined, cache.setdefault(("chunk", j), {}))
+                for i, u in enumerate(idx):
+                    out[u, offsets[i]:offsets[i] + frames[i]] = hidden[i, :frames[i]]
+        finally:
+            model.end_announced_chunks()
+        return out
+
+    def _forward_cached_whole(self, feats: torch.Tensor, lengths: torch.Tensor, first_refined: int,
+                              cache: dict) -> torch.Tensor:
+        """:meth:`forward_cached` of features that run at once (``lengths``: model frames)."""
         from .model import position_encoding, stack_frames
 
         model = self.model
         layers = list(model.encoder.layer)
-        start = max((l for l in cache if l <= first_refined), default=None)
+        start = max((l for l in cache if isinstance(l, int) and l <= first_refined), default=None)
         if start is None:
-            x = stack_frames(inputs["feats"], model.config.downsample_rate)
+            x = stack_frames(feats, model.config.downsample_rate)
             pos = position_encoding(x.shape[1], model.config.hidden_size).to(device=x.device, dtype=x.dtype)
             hidden, start = model.input_representations(x, pos), 0
         else:
             hidden = cache[start]
-        lengths = frame_lengths.to(hidden.device)
         for i in range(start, len(layers)):
             if i <= first_refined and i not in cache:
                 cache[i] = hidden
