@@ -4,7 +4,7 @@ wav2vec2, HuBERT, WavLM, data2vec-audio, UniSpeech(-SAT), SEW and wav2vec2-confo
 waveform into frames with a stack of unpadded 1-d convolutions (``encoder.conv_layers``: each a
 ``conv``, an optional norm, an activation). Run on a whole recording, every layer's output is held
 at full length: HuBERT-base's first layer alone is 512 channels x N / 5 frames, 3.1 GB of float32
-for 8 minutes, the second half of that. :class:`ChunkedFeatureEncoder` computes the same output
+for 8 minutes, the second layer half that. :class:`ChunkedFeatureEncoder` computes the same output
 piece by piece, holding one piece's activations at a time:
 
 * The stack's output frame ``t`` depends on input samples ``[t S, t S + R)`` only (``S``: the
