@@ -47,6 +47,9 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--probe-steps", type=int, default=None, help="Adam steps per probe (default 300)")
     ap.add_argument("--timing-seconds", type=float, default=30.0,
                     help="test audio timed per point with a full forward (default 30)")
+    ap.add_argument("--timing-rounds", type=int, default=5,
+                    help="interleaved rounds timing every point once each; the curves record the median, "
+                         "the minimum and the spread (default 5)")
     ap.add_argument("--threads", type=int, help="torch threads for the run (default: torch's; on a busy 2-core "
                                                 "machine 1 was many times faster, see the README)")
     ap.add_argument("--no-layer-cache", action="store_true",
@@ -66,7 +69,7 @@ def config_from_args(args):
         test_split=args.test_split, train_seconds=args.train_seconds, test_seconds=args.test_seconds,
         probe_seed=args.probe_seed,
         probe_steps=PROBE_STEPS if args.probe_steps is None else args.probe_steps,
-        timing_seconds=args.timing_seconds, cache_layers=not args.no_layer_cache, threads=args.threads, fold_39=args.fold_39,
+        timing_seconds=args.timing_seconds, timing_rounds=args.timing_rounds, cache_layers=not args.no_layer_cache, threads=args.threads, fold_39=args.fold_39,
         resume=args.resume)
 
 

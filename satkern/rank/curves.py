@@ -4,9 +4,11 @@
 utterances, phone label index, the pre-training head, the cached model inputs and layer inputs),
 :meth:`RankSetup.evaluate` measures one point (a pruned set, or a span) -- features of both
 splits from the model refined through :func:`satkern.patch`, the probes trained on the train split
-and scored on the test split, plus the forward time per audio second and the attention's share of
-it on a fixed timing subset -- and :func:`head_pruning_curves` / :func:`span_pruning_curves` walk
-the orders and spans, returning pandas tables with the columns :data:`CURVE_COLUMNS`.
+and scored on the test split -- and :func:`head_pruning_curves` / :func:`span_pruning_curves` walk
+the orders and spans, returning pandas tables with the columns :data:`CURVE_COLUMNS`. The forward time
+per audio second and the attention's share of it are measured afterwards for every point together, on
+a fixed timing subset, by interleaved repeats (:meth:`RankSetup.time_points`, :mod:`.timing`), and
+:func:`attach_timings` fills them in.
 
 Points are memoized by their refinement (the unpruned point is shared by every order, the
 all-pruned point too) and, with a :class:`PointStore`, saved atomically one by one so a killed
@@ -28,11 +30,12 @@ import torch
 from .orders import Head, format_heads, head_order, pruning_steps
 from .probes import (PROBE_STEPS, TASKS, ProbeFeatures, ProbeUtterance, TaskSkipped, extract_probe_features,
                      run_task)
+from .timing import DEFAULT_ROUNDS, TIMING_COLUMNS, interleaved_timing
 
-CURVE_COLUMNS = ["order", "seed", "step", "n_pruned", "pruned_heads", "span", "span_mode", "task", "value",
-                 "forward_s_per_audio_s", "attention_share"]
+CURVE_COLUMNS = ["order", "seed", "step", "n_pruned", "pruned_heads", "span", "span_mode", "task",
+                 "value"] + TIMING_COLUMNS
 TIMING_SECONDS = 30.0  # audio seconds of the test split in the per-point timing pass
-POINT_VERSION = 1
+POINT_VERSION = 2  # 2: a point holds its probe values only (the timing is measured for all points together)
 
 
 def check_tasks(names: Sequence[str]) -> List[str]:
@@ -110,6 +113,7 @@ class RankSetup:
     * ``spec_head``: the pre-training head for the reconstruction task (``None``: skipped);
     * ``device``, ``backend`` (the :func:`satkern.patch` backend), ``batch_seconds``;
     * ``timing_seconds``: audio of the test split timed per point (full forward, no cache);
+      ``timing_rounds``: interleaved rounds of :meth:`time_points` (k samples per point);
     * ``cache_layers``: reuse the inputs of layers before the first refined one (s3prl models).
     """
 
@@ -125,6 +129,7 @@ class RankSetup:
     backend: str = "auto"
     batch_seconds: float = 40.0
     timing_seconds: float = TIMING_SECONDS
+    timing_rounds: int = DEFAULT_ROUNDS
     cache_layers: bool = True
     store: Optional[PointStore] = None
     skipped_tasks: Dict[str, str] = field(default_factory=dict)
@@ -141,6 +146,7 @@ class RankSetup:
                 labels = sorted({s.label for u in every for s in u.segments})
                 self.label_index = {l: i for i, l in enumerate(labels)}
         self._memo: Dict[str, dict] = {}
+        self._point_kwargs: Dict[str, dict] = {}  # point key -> its patch kwargs, in evaluation order
         self._input_cache = {"train": {}, "test": {}, "timing": {}}
         self._layer_cache = {"train": {}, "test": {}} if self.cache_layers else None
         budget = 0.0
@@ -160,11 +166,18 @@ class RankSetup:
                                       layer_cache=None if self._layer_cache is None else self._layer_cache[split])
 
     def time_forward(self, patch_kwargs: dict) -> Tuple[float, float]:
-        """(forward seconds per audio second, attention share) of the full patched forward over the timing set."""
+        """(forward seconds per audio second, attention share) of one full patched forward over the timing set."""
         f = extract_probe_features(self.speech_model, self.timing_set, patch_kwargs=dict(patch_kwargs, backend=self.backend),
                                    device=self.device, label_index=None, spec_head=None,
                                    batch_seconds=self.batch_seconds, input_cache=self._input_cache["timing"])
         return f.forward_s_per_audio_s, f.attention_share
+
+    def time_points(self, rounds: Optional[int] = None, *, on_sample: Optional[Callable[[], None]] = None
+                    ) -> Dict[str, Dict[str, float]]:
+        """``{point key: timing columns}`` of every point evaluated so far, by interleaved repeats
+        (:func:`satkern.rank.timing.interleaved_timing`, ``rounds`` default ``timing_rounds``)."""
+        return interleaved_timing(dict(self._point_kwargs), self.time_forward,
+                                  self.timing_rounds if rounds is None else rounds, on_sample=on_sample)
 
     def head_scores(self, stats=("entropy", "distance", "colmass", "maxweight")) -> Dict[str, np.ndarray]:
         """Corpus G, V, D, W ``[L, H]`` of the unrefined model over the train split (each utterance weighted
@@ -182,20 +195,22 @@ class RankSetup:
 
     # -------------------------------------------------------------- one point
     def evaluate(self, pruned: Sequence[Head] = (), span: Optional[int] = None, span_mode: str = "zero") -> dict:
-        """``{"values": {task: float}, "skipped": {task: reason}, "forward_s_per_audio_s", "attention_share"}``
-        of one point; memoized, and saved to / taken from the store."""
+        """``{"values": {task: float}, "skipped": {task: reason}, "point": key}`` of one point; memoized, and
+        saved to / taken from the store. Its timing comes later, from :meth:`time_points`."""
         key = point_key(pruned, span, span_mode)
         if key in self._memo:
             return self._memo[key]
-        if self.store is not None:
-            got = self.store.get(key)
-            if got is not None:
-                self._memo[key] = got
-                self.points_reused += 1
-                return got
         pk = {"prune": set(map(tuple, pruned)) or None}
         if span is not None:
             pk.update(span=int(span), span_mode=span_mode)
+        self._point_kwargs[key] = pk
+        if self.store is not None:
+            got = self.store.get(key)
+            if got is not None:
+                got = dict(got, point=key)
+                self._memo[key] = got
+                self.points_reused += 1
+                return got
         train = self.features("train", pk)
         test = self.features("test", pk)
         values, skipped = {}, {}
@@ -208,13 +223,12 @@ class RankSetup:
                 skipped[task] = str(e)
                 continue
             values[task] = float(v)
-        fwd, share = self.time_forward(pk)
-        result = {"values": values, "skipped": skipped, "forward_s_per_audio_s": float(fwd),
-                  "attention_share": float(share)}
-        self._memo[key] = result
-        self.points_computed += 1
+        result = {"values": values, "skipped": skipped}
         if self.store is not None:
             self.store.put(key, result)
+        result = dict(result, point=key)
+        self._memo[key] = result
+        self.points_computed += 1
         return result
 
     def note_skips(self, result: dict) -> None:
@@ -228,15 +242,16 @@ def _rows(result: dict, *, order: str, seed, step: int, pruned: Sequence[Head], 
     for task, value in result["values"].items():
         rows.append({"order": order, "seed": seed, "step": step, "n_pruned": len(pruned),
                      "pruned_heads": format_heads(pruned), "span": span, "span_mode": span_mode, "task": task,
-                     "value": value, "forward_s_per_audio_s": result["forward_s_per_audio_s"],
-                     "attention_share": result["attention_share"]})
+                     "value": value, "point": result["point"]})
     return rows
 
 
 def _table(rows: List[dict]):
+    """The rows as a table: :data:`CURVE_COLUMNS` (timing columns empty) plus ``point`` (the point key,
+    which :func:`attach_timings` uses and drops)."""
     import pandas as pd
 
-    df = pd.DataFrame(rows, columns=CURVE_COLUMNS)
+    df = pd.DataFrame(rows, columns=CURVE_COLUMNS + ["point"])
     df["seed"] = df["seed"].astype("Int64")
     df["span"] = df["span"].astype("Int64")
     return df
@@ -280,6 +295,16 @@ def span_pruning_curves(setup: RankSetup, spans: Sequence[int], *, span_modes: S
     return _table(rows)
 
 
+def attach_timings(df, timings: Dict[str, Dict[str, float]]):
+    """``df`` (from the curve functions) with its timing columns filled from ``timings`` (``{point key:
+    columns}``, :meth:`RankSetup.time_points`) and the ``point`` column dropped: :data:`CURVE_COLUMNS`."""
+    df = df.copy()
+    for col in TIMING_COLUMNS:
+        df[col] = [timings.get(k, {}).get(col, float("nan")) for k in df["point"]]
+    df["timing_rounds"] = df["timing_rounds"].astype("Int64")
+    return df.drop(columns=["point"])[CURVE_COLUMNS]
+
+
 def build_orders(names: Sequence[str], *, scores: Optional[Dict[str, np.ndarray]], num_layers: int, num_heads: int,
                  random_seeds: int = 3) -> Dict[str, Tuple[Optional[int], List[Head]]]:
     """``{label: (seed, order)}`` for the named orders; ``random`` expands to ``random_seeds`` seeds
@@ -297,4 +322,4 @@ def build_orders(names: Sequence[str], *, scores: Optional[Dict[str, np.ndarray]
 
 
 __all__ = ["CURVE_COLUMNS", "RankSetup", "PointStore", "point_key", "head_pruning_curves", "span_pruning_curves",
-           "build_orders", "check_tasks", "check_spans"]
+           "attach_timings", "build_orders", "check_tasks", "check_spans"]

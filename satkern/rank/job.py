@@ -3,13 +3,17 @@
 Outputs in ``out`` (read by ``satkern report``; names fixed):
 
 * ``curves.csv``: ``order, seed, step, n_pruned, pruned_heads ("L:H;L:H;..."), span, span_mode, task,
-  value, forward_s_per_audio_s, attention_share`` (one row per point and task);
+  value, forward_s_per_audio_s, forward_s_per_audio_s_min, forward_spread, timing_rounds, attention_share``
+  (one row per point and task; the timing columns: every point timed in ``timing_rounds`` interleaved
+  rounds after all points' probes, the median, the minimum and (max - min) / median, see
+  :mod:`satkern.rank.timing`);
 * ``summary.json``: ``{"version": 1, "kind": "rank", model, corpus, device, versions, commit, seeds,
   tasks, skipped_tasks, orders, step, spans, wall_seconds, heads_from, ...}``;
 * ``fig5.png/svg`` (one panel per task, a line per order), ``fig6a.png/svg`` (rank by G against rank
   by W, the first pruned heads coloured), when there are head-pruning curves;
 * ``heads.csv`` when the head metrics were computed here (not given with ``heads_from``);
-* ``points/``: one JSON file per finished point, written atomically; ``resume=True`` reuses them.
+* ``points/``: one JSON file per finished point, written atomically, and ``timing.json`` (the timing
+  pass, once every point is done); ``resume=True`` reuses them.
 
 Splits (``train_split`` / ``test_split``): ``NAME`` is every utterance whose id starts with the folder
 ``NAME`` (case-insensitive: TIMIT ``TRAIN``/``TEST``, a LibriSpeech subset), ``*`` every utterance;
@@ -33,10 +37,11 @@ import numpy as np
 import torch
 
 from ..jobs import CorpusJob, CorpusJobConfig, atomic_write_bytes, atomic_write_text
-from .curves import (CURVE_COLUMNS, PointStore, RankSetup, build_orders, check_spans, check_tasks,
+from .curves import (CURVE_COLUMNS, PointStore, RankSetup, attach_timings, build_orders, check_spans, check_tasks,
                      head_pruning_curves, span_pruning_curves)
 from .orders import ORDERS, check_orders, pruning_steps, read_heads_csv
 from .probes import PROBE_STEPS, TASKS, load_probe_utterances
+from .timing import DEFAULT_ROUNDS, WIDE_SPREAD, check_rounds
 
 DEFAULT_SPANS = (1, 2, 4, 8, 16, 32, 64)
 # what a fresh run removes from --out before it starts (glob patterns; --resume keeps them)
@@ -65,6 +70,7 @@ class RankConfig(CorpusJobConfig):
     probe_steps: int = PROBE_STEPS
     batch_seconds: float = 40.0
     timing_seconds: float = 30.0
+    timing_rounds: int = DEFAULT_ROUNDS
     cache_layers: bool = True
     threads: Optional[int] = None  # torch intra-op threads for the run (None: torch's default)
     fold_39: bool = False
@@ -106,6 +112,10 @@ def validate_config(c: RankConfig) -> None:
             raise ValueError(f"argument --{name.replace('_', '-')}: must be a positive number of seconds; got {v!r}")
     if c.threads is not None and (isinstance(c.threads, bool) or not isinstance(c.threads, int) or c.threads < 1):
         raise ValueError(f"argument --threads: must be a positive int; got {c.threads!r}")
+    try:
+        check_rounds(c.timing_rounds)
+    except ValueError as e:
+        raise ValueError(f"argument --timing-rounds: {e}") from None
     if isinstance(c.probe_steps, bool) or not isinstance(c.probe_steps, int) or c.probe_steps < 1:
         raise ValueError(f"argument --probe-steps: must be a positive int; got {c.probe_steps!r}")
     parse_split(c.train_split, "--train-split")
@@ -271,7 +281,8 @@ def _rank(config, model, spec_head, on_point, log) -> dict:
     setup = RankSetup(model, train, test, tasks=config.tasks, probe_seed=config.probe_seed,
                       probe_steps=config.probe_steps, spec_head=spec_head, device=config.device,
                       backend=config.backend, batch_seconds=config.batch_seconds,
-                      timing_seconds=config.timing_seconds, cache_layers=config.cache_layers)
+                      timing_seconds=config.timing_seconds, timing_rounds=config.timing_rounds,
+                      cache_layers=config.cache_layers)
     fingerprint = _fingerprint(config, job, train, test, setup.label_index, spec_head)
     setup.store = PointStore(out, fingerprint)
     if config.resume and (out / "progress.json").exists():
@@ -343,8 +354,28 @@ def _rank(config, model, spec_head, on_point, log) -> dict:
             bar.close()
     import pandas as pd
 
-    df = pd.concat([t for t in tables if len(t)], ignore_index=True) if any(len(t) for t in tables) else \
-        pd.DataFrame(columns=CURVE_COLUMNS)
+    # ------------------------------------------------------------------ timing: every point, interleaved
+    n_timed = len(setup._point_kwargs)
+    tpath = out / "points" / "timing.json"  # the timing pass of a finished run: a resume reuses it
+    timing_id = {"fingerprint": fingerprint, "rounds": config.timing_rounds, "points": sorted(setup._point_kwargs)}
+    timings = None
+    if tpath.exists():
+        try:
+            rec = json.loads(tpath.read_text())
+            if {k: rec.get(k) for k in timing_id} == timing_id:
+                timings = rec["timings"]
+        except (OSError, ValueError, KeyError):
+            timings = None
+    if timings is None:
+        tbar = job.progress("timing", total=n_timed * config.timing_rounds, unit="forward") if n_timed else None
+        try:
+            timings = setup.time_points(on_sample=(lambda: tbar.update(1)) if tbar is not None else None)
+        finally:
+            if tbar is not None:
+                tbar.close()
+        atomic_write_text(tpath, json.dumps(dict(timing_id, timings=timings)) + "\n")
+    filled = [attach_timings(t, timings) for t in tables if len(t)]
+    df = pd.concat(filled, ignore_index=True) if filled else pd.DataFrame(columns=CURVE_COLUMNS)
     buf = io.StringIO()
     df.to_csv(buf, index=False, float_format="%.10g")
     atomic_write_text(out / "curves.csv", buf.getvalue())
@@ -377,7 +408,15 @@ def _rank(config, model, spec_head, on_point, log) -> dict:
         heads_from=heads_from,
         timing={"subset_seconds": sum(u.num_samples for u in setup.timing_set) / model.sample_rate,
                 "what": "patched model forward from prepared inputs (features) to the last layer, per audio "
-                        "second; attention_share = time inside the layers' satkern attention calls / that"},
+                        "second; attention_share = time inside the layers' satkern attention calls / that",
+                "rounds": config.timing_rounds, "points": n_timed,
+                "method": "after every point's probes, k rounds each timing every point once, the order "
+                          "rotated by n/k points per round, after one untimed warm-up forward; "
+                          "forward_s_per_audio_s = median of k, forward_s_per_audio_s_min = min, "
+                          "forward_spread = (max - min) / median (NaN for k = 1), attention_share = median",
+                "wide_spread": WIDE_SPREAD,
+                "wide_points": int(sum(1 for t in timings.values()
+                                       if not t["forward_spread"] <= WIDE_SPREAD))},
         points={"total": n_points, "distinct": len(setup._memo), "computed_this_run": setup.points_computed,
                 "reused_from_disk": setup.points_reused},
         wall_seconds=wall,

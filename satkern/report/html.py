@@ -286,18 +286,65 @@ def _notes(summary: dict) -> str:
     return "<h3>Notes from the run</h3><ul>" + "".join(f"<li>{_e(n)}</li>" for n in notes) + "</ul>"
 
 
+# the rank run's rule (summary.json timing.wide_spread; satkern.rank.timing.WIDE_SPREAD), for runs that do not say
+WIDE_SPREAD_DEFAULT = 0.2
+
+
+def _forward_time_table(c, summary: dict) -> str:
+    """The forward time per audio second of every point (one row per point: the tasks share its timing),
+    with k, the minimum and the spread, and a note saying at how many points the spread is too wide to
+    read a speed-up from, with the rule (the one ``satkern rank`` records in ``summary.json`` ``timing``).
+    Runs written before the spread was recorded (one sample per point) are shown with that said."""
+    timing = summary.get("timing") if isinstance(summary.get("timing"), dict) else {}
+    try:
+        limit = float(timing.get("wide_spread", WIDE_SPREAD_DEFAULT))
+    except (TypeError, ValueError):
+        limit = WIDE_SPREAD_DEFAULT
+
+    def is_wide(x) -> bool:  # NaN (one sample) counts as wide
+        return not (x == x) or x > limit
+
+    if "forward_s_per_audio_s" not in c.columns:
+        return ""
+    keys = [k for k in ("order", "seed", "n_pruned", "span", "span_mode") if k in c.columns]
+    cols = [k for k in ("forward_s_per_audio_s", "forward_s_per_audio_s_min", "forward_spread", "timing_rounds")
+            if k in c.columns]
+    speed = c.groupby(keys, dropna=False, sort=False)[cols].first().reset_index()
+    for k in ("order", "span_mode"):
+        if k in speed.columns:
+            speed[k] = speed[k].fillna("").astype(str)
+    names = {"forward_s_per_audio_s": "forward s per audio s (median)", "forward_s_per_audio_s_min": "min",
+             "forward_spread": "spread", "timing_rounds": "k"}
+    out = ["<h3>Forward time per audio second at each point</h3>"]
+    if "forward_spread" not in speed.columns:
+        out.append('<p class="missing">This run timed each point once (written before satkern rank recorded '
+                   "repeats): no spread is known, so no speed-up can be read from these times.</p>")
+    else:
+        speed["forward_spread"] = speed["forward_spread"].astype(float)
+        wide = speed[[is_wide(float(x)) for x in speed["forward_spread"]]]
+        rule = (f"Rule: a point's spread is (max &minus; min) / median of its k interleaved timings; above "
+                f"{100 * limit:.0f}&nbsp;% (or k&nbsp;=&nbsp;1) it is too wide to read a speed-up from, and a "
+                "speed-up between two points is read only when the ratio of their medians differs from 1 by more "
+                "than both spreads.")
+        if len(wide):
+            worst = float(np.nanmax(speed["forward_spread"])) if speed["forward_spread"].notna().any() else float("nan")
+            out.append(f'<p class="missing"><b>The spread is too wide to read a speed-up</b> at {len(wide)} of '
+                       f"{len(speed)} points (widest {_fmt(worst, 3)}): the machine's load moved the times more "
+                       f"than the pruning did. {rule}</p>")
+        else:
+            out.append(f'<p class="src">Every point\'s spread is at most {100 * limit:.0f}&nbsp;%. {rule}</p>')
+    speed = speed.rename(columns=names)
+    out.append(_frame_table(speed, list(speed.columns), cls="speed"))
+    return "".join(out)
+
+
 def _pruning(data: ReportData) -> str:
     r = data.rank
     if r is None:
         return _missing("rank", "Pruning curves (Fig. 5)")
     out = ['<div class="figs">' + _img(figures.pruning_curves(r.curves), "pruning curves (Fig. 5)") + "</div>"]
     c = r.curves
-    if "forward_s_per_audio_s" in c.columns:
-        speed = (c.groupby(["order", "n_pruned"])["forward_s_per_audio_s"].mean().reset_index()
-                 .rename(columns={"forward_s_per_audio_s": "forward s per audio s"}))
-        out.append("<h3>Forward time per audio second after each pruning step</h3>")
-        speed["order"] = speed["order"].astype(str)
-        out.append(_frame_table(speed, list(speed.columns), cls="speed"))
+    out.append(_forward_time_table(c, r.summary))
     out.append(_notes(r.summary))
     out.append(f'<p class="src">from <code>{_e(r.path / "curves.csv")}</code> ({len(c)} rows, tasks '
                f'{_e(", ".join(sorted(c["task"].astype(str).unique())))}).</p>')

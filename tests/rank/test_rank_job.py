@@ -16,7 +16,8 @@ from satkern.rank.job import RankConfig, rank
 
 from rank_helpers import FIXTURE, MODEL
 
-TIMING = ["forward_s_per_audio_s", "attention_share"]  # measured, so they differ between two runs
+TIMING = ["forward_s_per_audio_s", "forward_s_per_audio_s_min", "forward_spread", "attention_share"]  # measured
+ROUNDS = 3
 REPO = Path(__file__).resolve().parents[2]
 
 
@@ -24,7 +25,8 @@ def _config(out, **kw):
     base = dict(model=MODEL, corpus=str(FIXTURE), out=str(out), orders=["G", "W", "random"], step=3,
                 random_seeds=2, spans=[1, 4], span_modes=["zero", "renorm"],
                 tasks=["phone", "speaker-frame", "speaker-utterance"], train_split="TRAIN[:0.6]",
-                test_split="TRAIN[0.6:]", train_seconds=20.0, probe_steps=20, timing_seconds=2.0, progress=False)
+                test_split="TRAIN[0.6:]", train_seconds=20.0, probe_steps=20, timing_seconds=2.0, timing_rounds=ROUNDS,
+                progress=False)
     base.update(kw)
     return RankConfig(**base)
 
@@ -82,6 +84,30 @@ def test_outputs_and_nested_pruned_sets(full):
     assert sorted(set(zip(spans["span"], spans["span_mode"]))) == [(1, "renorm"), (1, "zero"), (4, "renorm"),
                                                                   (4, "zero")]
     assert (df["forward_s_per_audio_s"] > 0).all() and df["attention_share"].between(0, 1).all()
+
+
+def test_every_point_timed_k_times_interleaved(full):
+    out, _, _ = full
+    df = pd.read_csv(out / "curves.csv")
+    for col in ("forward_s_per_audio_s_min", "forward_spread", "timing_rounds"):
+        assert col in df.columns
+    assert (df["timing_rounds"] == ROUNDS).all()
+    assert (df["forward_s_per_audio_s_min"] > 0).all()
+    assert (df["forward_s_per_audio_s_min"] <= df["forward_s_per_audio_s"]).all()
+    assert (df["forward_spread"] >= 0).all()
+    # one point, one timing: the tasks of a point share it, and the unpruned point is shared by every order
+    per_point = df.groupby(["pruned_heads", "span", "span_mode"], dropna=False)[TIMING].nunique()
+    assert (per_point == 1).all().all()
+    zero = df[(df["n_pruned"] == 0) & (df["order"] != "span")]
+    assert zero["forward_s_per_audio_s"].nunique() == 1
+    # a point is its pruned set (orders reach one set in different orders), span and mode
+    df["point"] = [";".join(sorted(str(p).split(";"))) if isinstance(p, str) else "" for p in df["pruned_heads"]]
+    points = df.drop_duplicates(["point", "span", "span_mode"])
+    assert (df.groupby(["point", "span", "span_mode"], dropna=False)[TIMING].nunique() == 1).all().all()
+    t = json.loads((out / "summary.json").read_text())["timing"]
+    assert t["rounds"] == ROUNDS and t["wide_spread"] == 0.2
+    assert t["points"] == len(points)
+    assert t["wide_points"] == int((points["forward_spread"] > 0.2).sum())
 
 
 def test_kill_and_resume_equals_uninterrupted(tmp_path, full, speech_model):
@@ -179,7 +205,8 @@ def _cli(*args, cwd=REPO):
 @pytest.mark.parametrize("extra, arg", [(["--by", "G,Q"], "--by"), (["--tasks", "phone,asr"], "--tasks"),
                                         (["--step", "0"], "--step"), (["--span", "1,-2"], "--span"),
                                         (["--span-mode", "wide"], "--span-mode"),
-                                        (["--test-split", "TEST[0.5:0.2]"], "--test-split")])
+                                        (["--test-split", "TEST[0.5:0.2]"], "--test-split"),
+                                        (["--timing-rounds", "0"], "--timing-rounds")])
 def test_cli_bad_input_one_line(tmp_path, extra, arg):
     r = _cli("--model", MODEL, "--corpus", str(FIXTURE), "--out", str(tmp_path / "o"), *extra)
     assert r.returncode == 2, r.stderr
