@@ -44,7 +44,7 @@ from .output import atomic_write_bytes, write_heads_csv, write_prm, write_uttera
 CHECKPOINT_VERSION = 1
 # what a fresh run removes from --out before it starts (glob patterns; --resume keeps them)
 STALE_OUTPUTS = ("checkpoint/rank*-of-*.pt", "checkpoint/parts/*.parquet", "heads.csv", "prm.npz",
-                 "utterances.parquet", "maps.npz", "summary.json")
+                 "utterances.parquet", "maps.npz", "head_maps.npz", "summary.json")
 
 
 @dataclass
@@ -69,6 +69,8 @@ class AnalyzeConfig(CorpusJobConfig):
     keep_checkpoint: bool = False  # keep DIR/checkpoint/ after a successful run
     s3prl_whole_sequence: bool = False  # s3prl checkpoints: ignore task.sequence_length (no chunks)
     maps: int = 0  # K > 0: attention maps of the K most global / vertical / diagonal heads -> maps.npz (maps.py)
+    head_maps: int = 0  # N > 0: every head's map of N utterances spread by length -> head_maps.npz (head_maps.py)
+    head_maps_for: Sequence[str] = ()  # and/or of these utterance ids
 
     def fingerprint_fields(self) -> dict:
         return {"model": self.model, "corpus": os.path.abspath(self.corpus), "stats": sorted(self.stats),
@@ -156,6 +158,8 @@ def analyze(config: AnalyzeConfig, *, model=None, on_batch: Optional[Callable[[i
     t_start = time.perf_counter()
     if not isinstance(config.maps, int) or isinstance(config.maps, bool) or config.maps < 0:
         raise ValueError(f"satkern analyze: --maps must be a whole number >= 0 (heads per category); got {config.maps!r}")
+    if not isinstance(config.head_maps, int) or isinstance(config.head_maps, bool) or config.head_maps < 0:
+        raise ValueError(f"satkern analyze: --head-maps must be a whole number >= 0 (utterances); got {config.head_maps!r}")
     if config.maps and not config.per_utterance:
         from dataclasses import replace
 
@@ -217,6 +221,10 @@ def _analyze(config, dist, model, on_batch, log, t_start, satkern) -> dict:
     utts = job.drop_frameless(corpus.utterances)  # 0 model frames: skipped up front
     if not utts:
         raise job.nothing_usable()
+    unknown = sorted(set(config.head_maps_for) - {u.uid for u in utts})
+    if unknown:
+        raise ValueError(f"argument --head-maps-for: expected utterance ids of this corpus; not found (or skipped): "
+                         f"{unknown[:5]}{' ...' if len(unknown) > 5 else ''} (ids look like {utts[0].uid!r})")
     unaligned = sum(1 for u in utts if not u.alignment) if use_labels else 0
 
     fingerprint = dict(config.fingerprint_fields(), weights=job.weights_checksum(), labels=labels,
@@ -476,6 +484,16 @@ def _analyze(config, dist, model, on_batch, log, t_start, satkern) -> dict:
                                    k=config.maps, model_spec=config.model, weights_checksum=fingerprint["weights"],
                                    with_alignments=corpus.has_alignments, tier=config.phone_tier, label_map=label_map,
                                    allow_resample=config.allow_resample, backend=config.backend, log=log)
+        head_maps_info = None
+        if config.head_maps or config.head_maps_for:
+            from .head_maps import write_head_maps
+
+            head_maps_info = write_head_maps(out / "head_maps.npz", model=model, utterances=utts, n=config.head_maps,
+                                             uids=list(config.head_maps_for), heads=heads, categories=cats,
+                                             model_spec=config.model, weights_checksum=fingerprint["weights"],
+                                             with_alignments=corpus.has_alignments, tier=config.phone_tier,
+                                             label_map=label_map, allow_resample=config.allow_resample,
+                                             backend=config.backend, log=log)
         skipped = job.skipped
         proc_audio = audio_seconds
         job.record_backends(h)
@@ -504,6 +522,7 @@ def _analyze(config, dist, model, on_batch, log, t_start, satkern) -> dict:
             stats=list(stats),
             notes=notes,
             maps=maps_info,
+            head_maps=head_maps_info,
             processes=dist.world,
             resumed=bool(finished),
             utterances_this_run=n_done,

@@ -73,6 +73,20 @@ def display_logmel(wav: torch.Tensor, sample_rate: int) -> Tuple[np.ndarray, flo
     return mel.to(torch.float32).numpy(), hop / sample_rate
 
 
+def load_display(u, rate: int, *, with_alignments: bool, tier: Optional[str] = None,
+                 label_map: Optional[Callable] = None, allow_resample: bool = True):
+    """``(waveform, segments)`` of one corpus utterance for pictures: the audio at the model's ``rate``
+    and its phone segments (model-rate samples; ``[]`` without an alignment). Raises
+    ``AudioError`` / ``AlignmentError`` (both ``ValueError``) for a file that cannot be read."""
+    from ..corpus.alignments import read_alignment
+    from ..corpus.audio import load_audio
+
+    wav = load_audio(u.audio, rate, allow_resample=allow_resample)
+    segs = (read_alignment(u.alignment, file_rate=u.sample_rate, target_rate=rate, tier=tier, label_map=label_map)
+            if with_alignments and u.alignment else [])
+    return wav, segs
+
+
 def choose_heads(heads: Dict[str, np.ndarray], k: int) -> List[Tuple[str, str, int, int, float]]:
     """``(role, metric, layer, head, corpus value)`` of the ``k`` largest heads per metric G, V, D.
 
@@ -136,8 +150,8 @@ def write_maps(path, *, model, utterances: Sequence, per_utterance, heads: Dict[
     ``utterances``: the job's :class:`~satkern.corpus.readers.Utterance` list; ``per_utterance``:
     the job's per-utterance table (pandas, columns ``utterance, layer, head, G, V, D, W``).
     """
-    from ..corpus.alignments import AlignmentError, read_alignment
-    from ..corpus.audio import AudioError, load_audio
+    from ..corpus.alignments import AlignmentError
+    from ..corpus.audio import AudioError
 
     if k < 1:
         raise ValueError(f"satkern analyze: --maps must be at least 1; got {k}")
@@ -167,9 +181,8 @@ def write_maps(path, *, model, utterances: Sequence, per_utterance, heads: Dict[
     for uid in uids:
         u = by_id[uid]
         try:
-            wav = load_audio(u.audio, rate, allow_resample=allow_resample)
-            segs = (read_alignment(u.alignment, file_rate=u.sample_rate, target_rate=rate, tier=tier,
-                                   label_map=label_map) if with_alignments and u.alignment else [])
+            wav, segs = load_display(u, rate, with_alignments=with_alignments, tier=tier, label_map=label_map,
+                                     allow_resample=allow_resample)
         except (AudioError, AlignmentError) as e:
             skipped.append({"utterance": uid, "reason": str(e)})
             continue

@@ -26,6 +26,12 @@ def _add_analyze_args(ap: argparse.ArgumentParser, *, demo: bool = False) -> Non
                     help="store attention maps (maps.npz, for `satkern report`) of the K most global, vertical and "
                          "diagonal heads, an average and an extreme utterance each (default 0: none; implies "
                          "--per-utterance)")
+    ap.add_argument("--head-maps", type=int, default=0, metavar="N",
+                    help="store every layer x head's map of N utterances spread by length (head_maps.npz, for the "
+                         "report's head explorer and satkern.show; pooled to at most 256 bins per axis, uint8 per "
+                         "row; default 0: none)")
+    ap.add_argument("--head-maps-for", default="", metavar="ID[,ID...]",
+                    help="store every head's map of these utterances too (ids as in utterances.parquet)")
     ap.add_argument("--resume", action="store_true", help="continue the run checkpointed in --out")
     ap.add_argument("--fold-39", action="store_true", help="fold TIMIT-61 / ARPAbet phones into the 39 classes")
     ap.add_argument("--no-phone-relations", action="store_true", help="skip the phoneme relation maps")
@@ -52,7 +58,8 @@ def _config(args, *, model: str, corpus: str, out: str):
         phone_relations=not args.no_phone_relations, allow_resample=not args.no_resample,
         checkpoint_seconds=args.checkpoint_seconds, max_utterances=args.max_utterances,
         min_seconds=args.min_seconds, keep_checkpoint=args.keep_checkpoint,
-        s3prl_whole_sequence=args.s3prl_whole_sequence, maps=args.maps)
+        s3prl_whole_sequence=args.s3prl_whole_sequence, maps=args.maps, head_maps=args.head_maps,
+        head_maps_for=tuple(s.strip() for s in args.head_maps_for.split(",") if s.strip()))
 
 
 def print_report(out: Path, summary: dict, file=None) -> None:

@@ -20,6 +20,7 @@ FIXTURE_CORPUS = Path(__file__).resolve().parent.parent.parent / "tests" / "fixt
 # The demo's model: the shipped trained SAT (Mockingjay, C = 3; docs/models.md).
 DEMO_MODEL = "sat-mini-m3"
 DEMO_MAPS = 1  # heads per category with attention maps in the report
+DEMO_HEAD_MAPS = 2  # utterances with every head's map, for the report's head explorer
 # the short rank run: a few orders, coarse steps, one random seed, two spans
 DEMO_RANK_ARGS = ["--by", "G,V,D,W,random", "--step", "12", "--random-seeds", "1", "--span", "2,8,32"]
 DEMO_SEGMENT_ARGS = ["--features", "attention", "--heads", "auto", "--tune-on", "6"]
@@ -32,7 +33,7 @@ def add_arguments(d: argparse.ArgumentParser) -> None:
                    help="output folder (default demo_out): analyze/, segment/, rank/ and report.html inside")
     d.add_argument("--skip", default="", help="comma-separated steps to leave out: segment, rank")
     _add_analyze_args(d, demo=True)
-    d.set_defaults(maps=DEMO_MAPS)
+    d.set_defaults(maps=DEMO_MAPS, head_maps=DEMO_HEAD_MAPS)
 
 
 def _cli_step(step: str, argv) -> int:
@@ -68,7 +69,8 @@ def run(args) -> int:
     args.overwrite = True
 
     # 1. analyze, with maps for the report
-    print(f"satkern demo 1/4: analyze {corpus} with {args.model!r} (--maps {args.maps})", flush=True)
+    print(f"satkern demo 1/4: analyze {corpus} with {args.model!r} (--maps {args.maps}, --head-maps {args.head_maps})",
+          flush=True)
     summary = analyze(_config(args, model=args.model, corpus=corpus, out=str(analyze_dir)))
     print_report(analyze_dir, summary)
 

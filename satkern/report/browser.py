@@ -16,6 +16,7 @@ import subprocess
 import tempfile
 import threading
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import List, Optional, Sequence
@@ -150,32 +151,8 @@ def check_page(html_path, *, width: int = 1280, max_height: int = 16000, timeout
     is of the whole page (``width`` CSS pixels wide, at most ``max_height`` tall). ``scripts``:
     JavaScript expressions evaluated in the page after it loaded, in order (``script_results``).
     """
-    exe = chromium or find_chromium()
-    if exe is None:
-        raise FileNotFoundError("no chromium executable found (apt-get install chromium)")
     url = Path(html_path).resolve().as_uri()
-    profile = tempfile.mkdtemp(prefix="satkern-chromium-")
-    # fds 3 (commands to chromium) and 4 (replies from chromium), as --remote-debugging-pipe expects
-    to_child_r, to_child_w = os.pipe()
-    from_child_r, from_child_w = os.pipe()
-    args = [exe, "--headless", "--remote-debugging-pipe", "--no-sandbox", "--disable-gpu",
-            "--disable-dev-shm-usage", "--no-first-run", "--no-default-browser-check", "--disable-extensions",
-            "--disable-background-networking", "--disable-component-update", "--disable-sync",
-            "--host-resolver-rules=MAP * ~NOTFOUND", f"--user-data-dir={profile}", "about:blank"]
-
-    def child_fds():  # in the child, before exec: move the pipe ends to fds 3 and 4
-        import fcntl
-
-        high_r = fcntl.fcntl(to_child_r, fcntl.F_DUPFD, 10)  # copies above 10 first: no clash with 3/4
-        high_w = fcntl.fcntl(from_child_w, fcntl.F_DUPFD, 10)
-        os.dup2(high_r, 3)
-        os.dup2(high_w, 4)
-
-    proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            pass_fds=(3, 4, to_child_r, from_child_w), preexec_fn=child_fds, close_fds=True)
-    os.close(to_child_r)
-    os.close(from_child_w)
-    cdp = _Pipe(proc, to_child_w, from_child_r)
+    proc, cdp, profile, fds = _launch(chromium)
     try:
         target = cdp.send("Target.createTarget", {"url": "about:blank"}, timeout=timeout)["targetId"]
         session = cdp.send("Target.attachToTarget", {"targetId": target, "flatten": True})["sessionId"]
@@ -210,31 +187,160 @@ def check_page(html_path, *, width: int = 1280, max_height: int = 16000, timeout
 
             check.screenshot_png = base64.b64decode(shot["data"])
         time.sleep(0.2)  # let late console events arrive
-        for e in cdp.session_events(session):
-            m, p = e.get("method"), e.get("params", {})
-            if m == "Network.requestWillBeSent":
-                check.requests.append(p["request"]["url"])
-            elif m == "Runtime.consoleAPICalled" and p.get("type") in ("error", "assert"):
-                check.console_errors.append(" ".join(str(a.get("value", a.get("description", ""))) for a in p.get("args", [])))
-            elif m == "Runtime.exceptionThrown":
-                d = p.get("exceptionDetails", {})
-                check.console_errors.append(d.get("exception", {}).get("description") or d.get("text", "exception"))
-            elif m == "Log.entryAdded" and p.get("entry", {}).get("level") == "error":
-                check.console_errors.append(f"{p['entry'].get('source')}: {p['entry'].get('text')} {p['entry'].get('url', '')}")
+        check.requests, check.console_errors = _requests_and_errors(cdp.session_events(session))
         try:
             cdp.send("Browser.close", timeout=10)
         except Exception:
             pass
         return check
     finally:
+        _close(proc, fds, profile)
+
+
+def _launch(chromium: Optional[str] = None):
+    """Start headless Chromium with the DevTools protocol on fds 3/4: ``(proc, pipe, profile, fds)``."""
+    exe = chromium or find_chromium()
+    if exe is None:
+        raise FileNotFoundError("no chromium executable found (apt-get install chromium)")
+    profile = tempfile.mkdtemp(prefix="satkern-chromium-")
+    # fds 3 (commands to chromium) and 4 (replies from chromium), as --remote-debugging-pipe expects
+    to_child_r, to_child_w = os.pipe()
+    from_child_r, from_child_w = os.pipe()
+    args = [exe, "--headless", "--remote-debugging-pipe", "--no-sandbox", "--disable-gpu",
+            "--disable-dev-shm-usage", "--no-first-run", "--no-default-browser-check", "--disable-extensions",
+            "--disable-background-networking", "--disable-component-update", "--disable-sync",
+            "--host-resolver-rules=MAP * ~NOTFOUND", f"--user-data-dir={profile}", "about:blank"]
+
+    def child_fds():  # in the child, before exec: move the pipe ends to fds 3 and 4
+        import fcntl
+
+        high_r = fcntl.fcntl(to_child_r, fcntl.F_DUPFD, 10)  # copies above 10 first: no clash with 3/4
+        high_w = fcntl.fcntl(from_child_w, fcntl.F_DUPFD, 10)
+        os.dup2(high_r, 3)
+        os.dup2(high_w, 4)
+
+    proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            pass_fds=(3, 4, to_child_r, from_child_w), preexec_fn=child_fds, close_fds=True)
+    os.close(to_child_r)
+    os.close(from_child_w)
+    return proc, _Pipe(proc, to_child_w, from_child_r), profile, (to_child_w, from_child_r)
+
+
+def _close(proc, fds, profile) -> None:
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(timeout=10)
+    for fd in fds:
         try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
-        for fd in (to_child_w, from_child_r):
-            try:
-                os.close(fd)
-            except OSError:
-                pass
-        shutil.rmtree(profile, ignore_errors=True)
+            os.close(fd)
+        except OSError:
+            pass
+    shutil.rmtree(profile, ignore_errors=True)
+
+
+def _requests_and_errors(events) -> tuple:
+    """``(requested URLs, console errors)`` from a session's DevTools events."""
+    requests, errors = [], []
+    for e in events:
+        m, p = e.get("method"), e.get("params", {})
+        if m == "Network.requestWillBeSent":
+            requests.append(p["request"]["url"])
+        elif m == "Runtime.consoleAPICalled" and p.get("type") in ("error", "assert"):
+            errors.append(" ".join(str(a.get("value", a.get("description", ""))) for a in p.get("args", [])))
+        elif m == "Runtime.exceptionThrown":
+            d = p.get("exceptionDetails", {})
+            errors.append(d.get("exception", {}).get("description") or d.get("text", "exception"))
+        elif m == "Log.entryAdded" and p.get("entry", {}).get("level") == "error":
+            errors.append(f"{p['entry'].get('source')}: {p['entry'].get('text')} {p['entry'].get('url', '')}")
+    return requests, errors
+
+
+class Page:
+    """A page open in headless Chromium, driven like a user: :func:`open_page` yields one.
+
+    ``evaluate(expr)`` (the value; ``await_promise`` for a Promise), ``wait_for(expr)`` (until truthy),
+    real input events in CSS pixels of the viewport (``move``, ``click``, ``key``), and what the page did
+    so far (``requests()``, ``console_errors()``)."""
+
+    def __init__(self, cdp: "_Pipe", session: str, url: str):
+        self.cdp, self.session, self.url = cdp, session, url
+
+    def evaluate(self, expr: str, await_promise: bool = False, timeout: float = 60.0):
+        r = self.cdp.send("Runtime.evaluate", {"expression": expr, "returnByValue": True, "awaitPromise": await_promise},
+                          session=self.session, timeout=timeout)
+        if "exceptionDetails" in r:
+            d = r["exceptionDetails"]
+            raise RuntimeError(f"chromium: script failed: {d.get('exception', {}).get('description') or d.get('text')}: "
+                               f"{expr[:120]}")
+        return r["result"].get("value")
+
+    def wait_for(self, expr: str, timeout: float = 30.0, poll: float = 0.05):
+        deadline = time.monotonic() + timeout
+        while True:
+            v = self.evaluate(expr)
+            if v:
+                return v
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"chromium: {expr[:120]} still false after {timeout:.0f} s")
+            time.sleep(poll)
+
+    def _mouse(self, kind: str, x: float, y: float, **extra) -> None:
+        self.cdp.send("Input.dispatchMouseEvent", {"type": kind, "x": x, "y": y, **extra}, session=self.session)
+
+    def move(self, x: float, y: float) -> None:
+        self._mouse("mouseMoved", x, y)
+
+    def click(self, x: float, y: float) -> None:
+        self._mouse("mouseMoved", x, y)
+        self._mouse("mousePressed", x, y, button="left", clickCount=1)
+        self._mouse("mouseReleased", x, y, button="left", clickCount=1)
+
+    KEYS = {"ArrowRight": 39, "ArrowLeft": 37, "ArrowDown": 40, "ArrowUp": 38, "Escape": 27}
+
+    def key(self, key: str) -> None:
+        code = self.KEYS[key]
+        for kind in ("rawKeyDown", "keyUp"):
+            self.cdp.send("Input.dispatchKeyEvent", {"type": kind, "key": key, "code": key,
+                                                     "windowsVirtualKeyCode": code}, session=self.session)
+
+    def screenshot(self) -> bytes:
+        import base64
+
+        shot = self.cdp.send("Page.captureScreenshot", {"format": "png"}, session=self.session)
+        return base64.b64decode(shot["data"])
+
+    def requests(self) -> List[str]:
+        return _requests_and_errors(self.cdp.session_events(self.session))[0]
+
+    def outside_requests(self) -> List[str]:
+        return [u for u in self.requests() if u != self.url and not u.startswith("data:")]
+
+    def console_errors(self) -> List[str]:
+        return _requests_and_errors(self.cdp.session_events(self.session))[1]
+
+
+@contextmanager
+def open_page(html_path, *, width: int = 1400, height: int = 1000, timeout: float = 90.0,
+              chromium: Optional[str] = None):
+    """Open ``html_path`` in headless Chromium (host names resolve to nothing, as in :func:`check_page`)
+    and yield a :class:`Page` once its load event fired; Chromium is closed on exit."""
+    url = Path(html_path).resolve().as_uri()
+    proc, cdp, profile, fds = _launch(chromium)
+    try:
+        target = cdp.send("Target.createTarget", {"url": "about:blank"}, timeout=timeout)["targetId"]
+        session = cdp.send("Target.attachToTarget", {"targetId": target, "flatten": True})["sessionId"]
+        for domain in ("Page", "Runtime", "Log", "Network"):
+            cdp.send(f"{domain}.enable", session=session)
+        cdp.send("Emulation.setDeviceMetricsOverride", {"width": width, "height": height, "deviceScaleFactor": 1,
+                                                        "mobile": False}, session=session)
+        cdp.send("Page.navigate", {"url": url}, session=session, timeout=timeout)
+        cdp.wait_event("Page.loadEventFired", session, timeout)
+        yield Page(cdp, session, url)
+        try:
+            cdp.send("Browser.close", timeout=10)
+        except Exception:
+            pass
+    finally:
+        _close(proc, fds, profile)

@@ -14,7 +14,7 @@ from typing import List, Optional
 
 import numpy as np
 
-from . import figures
+from . import explorer, figures
 from .load import MAKES, ReportData
 
 CSP = ("default-src 'none'; img-src data:; style-src 'unsafe-inline'; script-src 'unsafe-inline'; "
@@ -69,6 +69,7 @@ document.querySelectorAll('table.sortable').forEach(function (table) {
 """
 
 SECTIONS = (("overview", "Overview"), ("head-map", "Head map"), ("attention-maps", "Attention maps"),
+            ("head-explorer", "Head explorer"),
             ("segmentation", "Segmentation"), ("phoneme-relations", "Phoneme relations"), ("pruning", "Pruning"))
 
 
@@ -365,6 +366,7 @@ def render(data: ReportData, *, title: Optional[str] = None, progress: bool = Fa
     name = _model_line(summary) or "satkern run"
     title = title or f"satkern report: {name}"
     body = {"overview": _overview, "head-map": _head_map, "attention-maps": _attention_maps,
+            "head-explorer": explorer.section,  # every head of a few utterances, interactive (explorer.py)
             "segmentation": _segmentation, "phoneme-relations": _phoneme_relations, "pruning": _pruning}
     todo = SECTIONS
     if progress:

@@ -320,8 +320,8 @@ def test_demo_command_prints_table_categories_and_outputs(tmp_path, capsys):
     assert "RANDOM WEIGHTS" in text
     assert "layer  head" in text and "category" in text
     assert "categories: global" in text
-    assert (f"outputs in {tmp_path / 'demo' / 'analyze'}/: heads.csv, maps.npz, prm.npz, summary.json, "
-            f"utterances.parquet") in text
+    assert (f"outputs in {tmp_path / 'demo' / 'analyze'}/: head_maps.npz, heads.csv, maps.npz, prm.npz, "
+            f"summary.json, utterances.parquet") in text
     report = tmp_path / "demo" / "report.html"
     assert f"report at {report.resolve()}" in text and report.stat().st_size < 8e6
     # a second demo run overwrites the first

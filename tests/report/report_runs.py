@@ -75,7 +75,7 @@ def write_maps(path, rng, heads, model=MODEL):
         map_key=np.array([r[8] for r in rows]), **arrays)
 
 
-def make_analyze(folder, seed=0, maps=True, prm=True, model=MODEL):
+def make_analyze(folder, seed=0, maps=True, prm=True, model=MODEL, head_maps=True):
     rng = np.random.default_rng(seed)
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
@@ -90,12 +90,17 @@ def make_analyze(folder, seed=0, maps=True, prm=True, model=MODEL):
                  labels=np.array(PHONES))
     if maps:
         write_maps(folder / "maps.npz", rng, heads, model)
+    if head_maps:  # every head's map of two utterances (satkern.analysis.head_maps' format), the second pooled
+        from explorer_checks import synthetic_head_maps
+
+        hm = synthetic_head_maps(model, L, H, seed=seed, categories=list(heads["category"]))
+        (folder / "head_maps.npz").write_bytes(hm.to_npz_bytes())
     _write_json(folder / "summary.json", {
         "model": dict(model), "corpus": {"path": "/data/corpus", "layout": "timit", "labels": PHONES},
         "counts": {"utterances_analyzed": 4, "utterances_skipped": 0, "frames": 160}, "audio_hours": 0.0005,
         "device": "cpu (test)", "backend": {"requested": "auto", "used": ["cpu"]},
         "versions": {"python": "3", "torch": torch.__version__}, "git_commit": "deadbeef",
-        "outputs": ["heads.csv", "maps.npz", "prm.npz", "summary.json"]})
+        "outputs": ["head_maps.npz", "heads.csv", "maps.npz", "prm.npz", "summary.json"]})
     return folder
 
 

@@ -31,8 +31,8 @@ def test_report_opens_offline_in_chromium(tmp_path):
     a, s, r = make_all(tmp_path / "runs")
     res = write_report([a, s, r], tmp_path / "report.html")
     check = check_page(res.path, scripts=[SORT_BY_G])
-    assert check.section_ids == ["overview", "head-map", "attention-maps", "segmentation", "phoneme-relations",
-                                 "pruning"]
+    assert check.section_ids == ["overview", "head-map", "attention-maps", "head-explorer", "segmentation",
+                                 "phoneme-relations", "pruning"]
     assert len(check.images) == 15
     assert check.broken_images == [], check.broken_images
     assert check.outside_requests == [], check.outside_requests

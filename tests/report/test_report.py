@@ -13,7 +13,8 @@ from satkern.report import RunFolderError, load_runs, write_report
 
 from report_runs import MODEL, L, H, make_all, make_analyze, make_rank, make_segment, write_maps
 
-SECTION_IDS = ["overview", "head-map", "attention-maps", "segmentation", "phoneme-relations", "pruning"]
+SECTION_IDS = ["overview", "head-map", "attention-maps", "head-explorer", "segmentation", "phoneme-relations",
+               "pruning"]
 
 
 class _Page(HTMLParser):
