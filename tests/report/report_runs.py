@@ -135,7 +135,7 @@ def make_segment(folder, seed=1, model=MODEL):
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     rows = []
-    for split in ("validation", "test"):
+    for split in ("tune", "test"):
         for feat, head in (("attention", "1:2"), ("mfcc", ""), ("hidden:1", "")):
             p, r = rng.uniform(0.5, 0.9, 2)
             rows.append({"split": split, "features": feat, "head": head, "alpha": 1.0, "beta": 1.1, "hits": 40,
