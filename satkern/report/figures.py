@@ -340,7 +340,7 @@ def pr_curves(pr, tuned=None) -> Figure:
     ``tuned[label] = (recall, precision)`` rings each set's tuned beta."""
     fig = Figure(figsize=(5.6, 4.6))
     ax = fig.subplots()
-    heads = pr["head"].fillna("").astype(str)
+    heads = pr["head"].astype(object).fillna("").astype(str)
     for (feat, head), part in pr.assign(head=heads).groupby(["features", "head"], sort=True):
         part = part.sort_values("beta")
         part = part[(part["precision"] > 0) | (part["recall"] > 0)]
@@ -590,7 +590,7 @@ def compare_pr(models) -> Figure:
             part = part[(part["precision"] > 0) | (part["recall"] > 0)]
             if part.empty:
                 continue
-            for head, h in part.groupby(part["head"].fillna("").astype(str)):
+            for head, h in part.groupby(part["head"].astype(object).fillna("").astype(str)):
                 front = h.iloc[pareto_front(h["recall"].to_numpy(), h["precision"].to_numpy())]
                 ax.plot(front["recall"], front["precision"], lw=1.6, label=f"{label} {head}".strip())
         ax.set_xlim(0, 1)

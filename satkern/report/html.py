@@ -430,7 +430,7 @@ def _tuned_points(s) -> dict:
         if not isinstance(t, dict) or "beta" not in t:
             continue
         feat, _, head = str(label).partition(" ")
-        part = pr[(pr["features"].astype(str) == feat) & (pr["head"].fillna("").astype(str) == head)]
+        part = pr[(pr["features"].astype(str) == feat) & (pr["head"].astype(object).fillna("").astype(str) == head)]
         if part.empty:
             continue
         i = (part["beta"] - float(t["beta"])).abs().idxmin()
