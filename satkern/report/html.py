@@ -178,7 +178,7 @@ def _overview(data: ReportData) -> str:
 def _interval(m: str, r) -> str:
     lo, hi = getattr(r, f"{m}_lo"), getattr(r, f"{m}_hi")
     if isinstance(lo, float) and not (math.isnan(lo) or math.isnan(hi)):
-        return f' <span class="iv">[{lo:.3f}, {hi:.3f}]</span>'
+        return f' <span class="iv">[{lo:.2f}, {hi:.2f}]</span>'
     return ""
 
 

@@ -93,7 +93,7 @@ def _lengths(run):
             return u.assign(T=u["frames"].astype(float)), "frames", None
         sr, stride = model.get("sample_rate"), model.get("frame_stride")
         if "duration" in u.columns and sr and stride:
-            T = np.floor(u["duration"].to_numpy(dtype=float) * float(sr) / float(stride))
+            T = np.round(u["duration"].to_numpy(dtype=float) * float(sr) / float(stride))
             return u.assign(T=T), "duration", None
     counts = run.summary.get("counts") or {}
     frames, n = counts.get("frames"), counts.get("utterances_analyzed")
