@@ -147,3 +147,70 @@ def categorize(G: torch.Tensor, V: torch.Tensor, D: torch.Tensor) -> list:
     R = torch.stack(ranks, dim=-1)  # [N, 3]
     best = R.argmin(dim=-1)  # first minimum: global < vertical < diagonal on ties
     return [CATEGORIES[int(i)] for i in best]
+
+
+# ---------------------------------------------------------------- uniform attention and length-free values
+# Uniform attention (every row 1/T) is what a head gives when its scores carry no information; every metric
+# above has a closed form for it that depends on the length T alone (METRICS.md "Uniform attention"):
+#   G_unif(T) = log T             (every row has the largest entropy)
+#   V_unif(T) = -log T            (the column mass is uniform too)
+#   D_unif(T) = -(T^2 - 1)/(3 T^2)   (sum over q, k of abs(q - k) is (T^3 - T)/3)
+#   W_unif(T) = 1/T
+# The length-free values put a head between uniform attention and the most peaked map, in the direction
+# of "larger = more so" that G, V, D keep:
+#   G_free = G / log T                     1 = uniform rows, 0 = every row on one key
+#   V_free = 1 + V / log T                 0 = uniform column mass, 1 = one key takes all the attention
+#   D_free = 1 + D / |D_unif(T)|           0 = as uniform, 1 = on the diagonal (below 0: farther than uniform)
+#   W_free = (W - 1/T) / (1 - 1/T)         0 = uniform, 1 = some row puts all its weight on one key
+# and the mean KL divergence of the rows from uniform is exactly log T - G (nats).
+LENGTH_FREE_UNIFORM = {"G": 1.0, "V": 0.0, "D": 0.0, "W": 0.0}  # each length-free value of uniform attention
+
+
+def uniform_head_metrics(T) -> dict:
+    """G, V, D, W of uniform attention (every weight 1/T) at lengths ``T`` (array-like of frame counts).
+
+    Returns ``{"G", "V", "D", "W"}`` float64 numpy arrays of ``T``'s shape; NaN where ``T < 1``
+    (no metrics, as an empty utterance). ``T = 1`` gives G = V = D = 0, W = 1.
+    """
+    import numpy as np
+
+    T = np.asarray(T, dtype=np.float64)
+    ok = T >= 1
+    Ts = np.where(ok, T, 1.0)
+    nan = np.float64("nan")
+    return {"G": np.where(ok, np.log(Ts), nan), "V": np.where(ok, -np.log(Ts), nan),
+            "D": np.where(ok, -(Ts * Ts - 1.0) / (3.0 * Ts * Ts), nan), "W": np.where(ok, 1.0 / Ts, nan)}
+
+
+def length_free(metric: str, value, T):
+    """The length-free value of ``metric`` (``"G"``, ``"V"``, ``"D"`` or ``"W"``) at lengths ``T``:
+    the metric placed between uniform attention and the most peaked map (formulas above;
+    :data:`LENGTH_FREE_UNIFORM` gives uniform attention's value). NaN where ``T < 2`` (uniform and
+    peaked coincide) or ``value`` is NaN. Works elementwise on numpy arrays."""
+    import numpy as np
+
+    if metric not in LENGTH_FREE_UNIFORM:
+        raise ValueError(f"satkern.metrics.length_free: argument 'metric' must be one of G, V, D, W; got {metric!r}")
+    x = np.asarray(value, dtype=np.float64)
+    T = np.asarray(T, dtype=np.float64)
+    ok = T >= 2
+    Ts = np.where(ok, T, 2.0)
+    u = uniform_head_metrics(Ts)
+    if metric == "G":
+        out = x / u["G"]
+    elif metric == "V":
+        out = 1.0 + x / u["G"]
+    elif metric == "D":
+        out = 1.0 + x / -u["D"]
+    else:
+        out = (x - u["W"]) / (1.0 - u["W"])
+    return np.where(ok, out, np.float64("nan"))
+
+
+def kl_from_uniform(G, T):
+    """Mean KL divergence (nats) of a head's rows from the uniform row at lengths ``T``: ``log T - G``
+    exactly (KL(p || 1/T) = log T - H(p), averaged over the rows). 0 only for uniform attention."""
+    import numpy as np
+
+    u = uniform_head_metrics(T)
+    return u["G"] - np.asarray(G, dtype=np.float64)

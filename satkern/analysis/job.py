@@ -9,7 +9,8 @@ relation sums (P'_u and P_U,u; sec. 6), and writes into the output folder:
 * ``prm.npz``        -- ``P_counts`` [L,H,Y,Y] (corpus P'), ``P_base`` [Y,Y] (corpus P_U),
   ``P`` [L,H,Y,Y] ((P' - P_U) / P_U, NaN where P_U = 0), ``concentration`` [L,H,Y]
   (mean over m of P[m, n], NaN left out), ``labels`` [Y];
-* ``utterances.parquet`` (``per_utterance=True``) -- ``utterance, duration, layer, head, G, V, D, W``;
+* ``utterances.parquet`` (``per_utterance=True``) -- ``utterance, duration, frames, layer, head, G, V, D, W``
+  (``frames``: the model frames T the metrics are computed over);
 * ``summary.json``   -- model, corpus, counts, audio hours, time, throughput, device, versions,
   commit, every skipped file with its reason.
 
@@ -400,7 +401,8 @@ def _analyze(config, dist, model, on_batch, log, t_start, satkern) -> dict:
                     for i, g in enumerate(good):
                         for l in range(h.num_layers):
                             for hd in range(h.num_heads):
-                                rows.append({"utterance": g.uid, "duration": len(g.waveform) / rate, "layer": l,
+                                rows.append({"utterance": g.uid, "duration": len(g.waveform) / rate,
+                                             "frames": int(lengths[i]), "layer": l,
                                              "head": hd, **{k: (float(getattr(m, k)[i, l, hd]) if getattr(m, k) is not None
                                                                 else float("nan")) for k in METRICS}})
             compute_s += time.perf_counter() - t1

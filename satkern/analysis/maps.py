@@ -4,10 +4,15 @@ After the corpus metrics are known, :func:`write_maps` picks, for each of the th
 (global by G, vertical by V, diagonal by D; METRICS.md sec. 4), the ``K`` heads with the largest
 corpus value of that metric, and for each such head two utterances:
 
-* ``average``: the utterance whose value of the metric for that head is closest to the head's
-  corpus mean (the head's typical behaviour);
-* ``extreme``: the utterance with the largest value (the head at its most global / vertical /
-  diagonal).
+* ``average``: the utterance whose length-free value of the metric for that head is closest to the
+  head's mean length-free value over the corpus (the head's typical behaviour);
+* ``extreme``: the utterance with the largest length-free value (the head at its most global /
+  vertical / diagonal for its length).
+
+Length-free values (:func:`satkern.metrics.length_free`: G / log T, 1 + V / log T, 1 + D / |D of
+uniform attention|) compare utterances of different lengths T: G and -V of uniform attention grow as
+log T, so by the raw value the most global utterance would simply be the longest one and the most
+vertical the shortest.
 
 Ties go to the lower (layer, head), then the smaller utterance id. Only those utterances are run
 again, one at a time, through the model patched by :func:`satkern.patch`; for the chosen heads the
@@ -39,6 +44,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 import torch
 
+from ..metrics import length_free
 from .output import atomic_write_bytes
 
 MAPS_VERSION = 1
@@ -105,14 +111,24 @@ def choose_heads(heads: Dict[str, np.ndarray], k: int) -> List[Tuple[str, str, i
     return out
 
 
-def choose_utterances(values: Dict[str, float], corpus_value: float) -> Dict[str, Tuple[str, float]]:
+def choose_utterances(values: Dict[str, float], corpus_value: float, *, metric: Optional[str] = None,
+                      frames: Optional[Dict[str, int]] = None) -> Dict[str, Tuple[str, float]]:
     """``{"average": (uid, value), "extreme": (uid, value)}`` from one head's per-utterance values
-    (NaN left out); ties go to the smaller utterance id. Empty if no utterance has a value."""
+    (NaN left out); ties go to the smaller utterance id. Empty if no utterance has a value.
+
+    With ``metric`` and ``frames`` (utterance -> model frames T) the choice is by length-free value
+    (:func:`satkern.metrics.length_free`) and ``corpus_value`` is the head's mean length-free value;
+    the returned values stay the raw ones. Without them, by the raw values."""
     items = sorted((u, float(v)) for u, v in values.items() if not np.isnan(v))
+    if metric is not None and frames is not None:
+        key = {u: float(length_free(metric, v, frames[u])) for u, v in items}
+        items = [(u, v) for u, v in items if not np.isnan(key[u])]
+    else:
+        key = {u: v for u, v in items}
     if not items:
         return {}
-    average = min(items, key=lambda uv: (abs(uv[1] - corpus_value), uv[0]))
-    extreme = min(items, key=lambda uv: (-uv[1], uv[0]))
+    average = min(items, key=lambda uv: (abs(key[uv[0]] - corpus_value), uv[0]))
+    extreme = min(items, key=lambda uv: (-key[uv[0]], uv[0]))
     return {"average": average, "extreme": extreme}
 
 
@@ -164,7 +180,11 @@ def write_maps(path, *, model, utterances: Sequence, per_utterance, heads: Dict[
     rows = []  # (role, metric, pick, layer, head, uid, value, corpus value)
     for role, metric, l, hd, corpus_value in choose_heads(heads, k):
         sel = table[(table["layer"] == l) & (table["head"] == hd)]
-        picks = choose_utterances(dict(zip(sel["utterance"], sel[metric])), corpus_value)
+        mine = per_utterance[(per_utterance["layer"] == l) & (per_utterance["head"] == hd)]
+        free = length_free(metric, mine[metric].to_numpy(dtype=float),
+                           mine["utterance"].map(lambda x: frames.get(x, 0)).to_numpy(dtype=float))
+        free_mean = float(np.nanmean(free)) if np.isfinite(free).any() else float("nan")
+        picks = choose_utterances(dict(zip(sel["utterance"], sel[metric])), free_mean, metric=metric, frames=frames)
         for pick in PICKS:
             if pick in picks:
                 uid, value = picks[pick]

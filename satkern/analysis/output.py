@@ -10,7 +10,10 @@ import numpy as np
 from ..jobs.files import atomic_write_bytes, atomic_write_text
 from .accumulate import METRICS
 
-__all__ = ["atomic_write_bytes", "atomic_write_text", "write_heads_csv", "write_prm", "write_utterances"]
+# one row per utterance and head; ``frames``: the model frames T the metrics are computed over
+UTTERANCE_COLUMNS = ["utterance", "duration", "frames", "layer", "head", *METRICS]
+
+__all__ = ["UTTERANCE_COLUMNS", "atomic_write_bytes", "atomic_write_text", "write_heads_csv", "write_prm", "write_utterances"]
 
 
 def write_heads_csv(path, heads: dict, categories: Optional[Sequence[str]]) -> None:
@@ -41,11 +44,11 @@ def write_utterances(path, rows: Optional[list], parts: Sequence = ()) -> None:
     import pandas as pd
 
     if rows is not None:
-        df = pd.DataFrame(rows, columns=["utterance", "duration", "layer", "head", *METRICS])
+        df = pd.DataFrame(rows, columns=UTTERANCE_COLUMNS)
     else:
         frames = [pd.read_parquet(p) for p in parts]
         df = (pd.concat(frames, ignore_index=True) if frames else
-              pd.DataFrame(columns=["utterance", "duration", "layer", "head", *METRICS]))
+              pd.DataFrame(columns=UTTERANCE_COLUMNS))
         df = df.sort_values(["utterance", "layer", "head"], kind="stable").reset_index(drop=True)
     buf = io.BytesIO()
     df.to_parquet(buf, index=False)

@@ -1,7 +1,7 @@
 """The paper's pruning figures from a curves table (matplotlib object API, Agg backend).
 
 * :func:`figure5` -- Fig. 5: one panel per task, the task's value against the number of pruned
-  heads, a line per order (random orders: the mean over seeds, with the seeds' range shaded);
+  heads (the y axis names the metric and which way is better), a line per order (random orders: the mean over seeds, with the seeds' range shaded);
 * :func:`figure6a` -- Fig. 6a: every head's rank by G against its rank by W (rank 1 = pruned first
   under that order), the first ``k`` heads pruned by G and by W coloured.
 """
@@ -13,8 +13,12 @@ import numpy as np
 
 from .orders import order_by_score
 
-TASK_TITLES = {"reconstruction": "reconstruction L1 (lower is better)", "phone": "phone accuracy (frame)",
-               "speaker-frame": "speaker accuracy (frame)", "speaker-utterance": "speaker accuracy (utterance)"}
+TASK_TITLES = {"reconstruction": "reconstruction L1 (lower is better)", "phone": "phone accuracy, frame (higher is better)",
+               "speaker-frame": "speaker accuracy, frame (higher is better)",
+               "speaker-utterance": "speaker accuracy, utterance (higher is better)"}
+# the y axis of each task's panel: the metric itself
+TASK_AXES = {"reconstruction": "L1 (lower is better)", "phone": "accuracy (higher is better)",
+             "speaker-frame": "accuracy (higher is better)", "speaker-utterance": "accuracy (higher is better)"}
 ORDER_STYLE = {"G": ("tab:blue", "-"), "V": ("tab:orange", "-"), "D": ("tab:green", "-"), "W": ("tab:red", "--"),
                "gradient": ("tab:purple", "-."), "random": ("gray", ":")}
 
@@ -49,6 +53,7 @@ def figure5(curves, *, title: Optional[str] = None):
             if len(seeds) > 1:
                 ax.fill_between(x, g.min().to_numpy(), g.max().to_numpy(), color=color, alpha=0.2, lw=0)
         ax.set_title(TASK_TITLES.get(task, task), fontsize=10)
+        ax.set_ylabel(TASK_AXES.get(task, "value"))
         ax.set_xlabel("heads pruned")
         ax.grid(alpha=0.3)
     axes[0][0].legend(fontsize=8)

@@ -15,19 +15,20 @@ from typing import List, Sequence
 import matplotlib
 
 from ..jobs.files import atomic_write_bytes
-from .load import MAKES as MAKES_HINT, ReportData, RunFolderError, load_runs
+from .load import MAKES as MAKES_HINT, ReportData, RunFolderError, load_groups, load_runs
 
 matplotlib.use("Agg", force=False)  # library code never opens a window; figures use the object API anyway
 
-__all__ = ["write_report", "ReportResult", "RunFolderError", "load_runs", "ReportData", "MAKES_HINT"]
+__all__ = ["write_report", "ReportResult", "RunFolderError", "load_runs", "load_groups", "ReportData", "MAKES_HINT"]
 
 
 @dataclass
 class ReportResult:
     path: Path
     size_bytes: int
-    sections_missing: List[str]  # keys of load.MAKES the page says how to make
+    sections_missing: List[str]  # keys of load.MAKES the page says how to make (several models: "KIND of MODEL")
     folders: List[Path]
+    models: int = 1  # models on the page (more than one: the side-by-side page)
 
 
 def _check_out(out) -> Path:
@@ -43,14 +44,27 @@ def _check_out(out) -> Path:
 def write_report(run_dirs: Sequence, out, *, progress: bool = False) -> ReportResult:
     """Read ``run_dirs``, render the page and write it to ``out`` atomically (temp file + rename).
 
-    Raises ``FileNotFoundError`` (a missing run folder, or ``out``'s folder missing) or
-    ``ValueError`` (:class:`RunFolderError`: not a run folder, corrupt files, runs of different
-    models) before anything is written. ``progress``: a progress bar over the sections.
+    Runs of one model give its report; runs of several models (grouped by the model their
+    ``summary.json`` names) give the side-by-side page (:mod:`.compare`). Raises
+    ``FileNotFoundError`` (a missing run folder, or ``out``'s folder missing) or ``ValueError``
+    (:class:`RunFolderError`: not a run folder, corrupt files, two runs of one kind for one model, a
+    run naming no model among several models) before anything is written. ``progress``: a progress
+    bar over the sections.
     """
     from .html import render
 
     out = _check_out(out)
-    data = load_runs(run_dirs)
-    page = render(data, progress=progress).encode("utf-8")
+    groups = load_groups(run_dirs)
+    if len(groups) == 1:
+        data = groups[0]
+        page = render(data, progress=progress).encode("utf-8")
+        missing = data.missing()
+    else:
+        from .compare import labels, render_compare
+
+        page = render_compare(groups, progress=progress).encode("utf-8")
+        missing = [f"{k} of {name}" for name, g in zip(labels(groups), groups)
+                   for k in ("analyze", "segment", "rank") if getattr(g, k) is None]
     atomic_write_bytes(out, page)
-    return ReportResult(path=out, size_bytes=len(page), sections_missing=data.missing(), folders=list(data.folders))
+    return ReportResult(path=out, size_bytes=len(page), sections_missing=missing,
+                        folders=[p for g in groups for p in g.folders], models=len(groups))

@@ -75,6 +75,17 @@ class ReportData:
     rank: Optional[RankRun] = None
     folders: List[Path] = field(default_factory=list)
 
+    def runs(self) -> list:
+        return [r for r in (self.analyze, self.segment, self.rank) if r is not None]
+
+    def identity(self) -> dict:
+        """The model's identity (name, spec, weights checksum) merged over the runs."""
+        out: dict = {}
+        for r in self.runs():
+            for k, v in _model_identity(r.summary).items():
+                out.setdefault(k, v)
+        return out
+
     def missing(self) -> List[str]:
         """Parts the page cannot show, as keys of :data:`MAKES`."""
         out = [k for k in ("analyze", "segment", "rank") if getattr(self, k) is None]
@@ -275,22 +286,51 @@ def expand_folders(paths: Sequence) -> List[Path]:
     return out
 
 
-def load_runs(paths: Sequence) -> ReportData:
-    """Read every run folder in ``paths`` (at most one of each kind) and check they describe one model."""
-    data = ReportData()
+def model_label(data: "ReportData") -> str:
+    """A run group's model as people name it (``name``, else ``spec``)."""
+    ident = data.identity()
+    return ident.get("name") or ident.get("spec") or "unknown model"
+
+
+def load_groups(paths: Sequence) -> List[ReportData]:
+    """Read every run folder in ``paths`` and group them by model (one :class:`ReportData` per model, in
+    the order the models first appear). Runs of one model: at most one of each kind. A run that
+    records no model identity is refused when several models are given (it could belong to any)."""
     loaders = {"analyze": load_analyze, "segment": load_segment, "rank": load_rank}
+    runs = []
     for p in expand_folders(paths):
         kind = folder_kind(p)
-        prior = getattr(data, kind)
+        runs.append((kind, p, loaders[kind](p)))
+    groups: List[ReportData] = []
+    for kind, p, run in runs:
+        ident = _model_identity(run.summary)
+        fits = [g for g in groups if all(_same_model(ident, _model_identity(r.summary)) for r in g.runs())]
+        if len(fits) > 1:
+            raise RunFolderError(f"satkern report: {p} records no model that tells which of the given models it "
+                                 f"belongs to; give one model's runs, or runs whose summary.json names the model")
+        group = fits[0] if fits else None
+        if group is None:
+            group = ReportData()
+            groups.append(group)
+        prior = getattr(group, kind)
         if prior is not None:
-            raise RunFolderError(f"satkern report: two {kind} runs given ({prior.path} and {p}); give one of each kind")
-        setattr(data, kind, loaders[kind](p))
-        data.folders.append(p)
-    runs = [r for r in (data.analyze, data.segment, data.rank) if r is not None]
-    ids = [(r.path, _model_identity(r.summary)) for r in runs]
-    for i in range(len(ids)):
-        for j in range(i + 1, len(ids)):
-            if not _same_model(ids[i][1], ids[j][1]):
-                raise RunFolderError(f"satkern report: {ids[i][0]} and {ids[j][0]} are runs of different models "
-                                     f"({ids[i][1]} vs {ids[j][1]}); a report describes one model")
-    return data
+            raise RunFolderError(f"satkern report: two {kind} runs of one model given ({prior.path} and {p}); "
+                                 f"give one of each kind per model")
+        setattr(group, kind, run)
+        group.folders.append(p)
+    anon = [r.path for g in groups for r in g.runs() if not _model_identity(r.summary)]
+    if len(groups) > 1 and anon:
+        raise RunFolderError(f"satkern report: {anon[0]} records no model; runs of several models can only be "
+                             f"compared when every summary.json names its model")
+    return groups
+
+
+def load_runs(paths: Sequence) -> ReportData:
+    """Read every run folder in ``paths`` (at most one of each kind) and check they describe one model
+    (:func:`load_groups` for runs of several models)."""
+    groups = load_groups(paths)
+    if len(groups) > 1:
+        a, b = groups[0], groups[1]
+        raise RunFolderError(f"satkern report: {a.folders[0]} and {b.folders[0]} are runs of different models "
+                             f"({a.identity()} vs {b.identity()}); load_groups reads runs of several models")
+    return groups[0]

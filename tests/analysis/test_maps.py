@@ -11,7 +11,7 @@ import torch
 from satkern.analysis import AnalyzeConfig, analyze
 from satkern.analysis.maps import capture_maps, choose_heads, choose_utterances
 from satkern.corpus import load_audio
-from satkern.metrics import head_metrics_from_map
+from satkern.metrics import head_metrics_from_map, length_free
 
 from eager_reference import FIXTURE, MODEL, tiny_model
 
@@ -45,12 +45,15 @@ def test_maps_npz_layout_and_choice(run):
         metric, l, h = str(z["map_metric"][i]), int(z["map_layer"][i]), int(z["map_head"][i])
         best = heads.loc[heads[metric].idxmax()]
         assert (l, h) == (int(best["layer"]), int(best["head"]))  # the most global / vertical / diagonal head
-        mine = per[(per.layer == l) & (per["head"] == h)].set_index("utterance")[metric]
+        rows = per[(per.layer == l) & (per["head"] == h)].set_index("utterance")
+        mine = rows[metric]
+        # chosen by the length-free value (G / log T, ...), not the raw one that grows with T
+        free = pd.Series(length_free(metric, mine.to_numpy(), rows["frames"].to_numpy()), index=mine.index)
         uid = uids[int(z["map_utt"][i])]
         if str(z["map_pick"][i]) == "extreme":
-            assert uid == mine.idxmax()
+            assert uid == free.idxmax()
         else:
-            assert uid == (mine - best[metric]).abs().idxmin()
+            assert uid == (free - free.mean()).abs().idxmin()
         assert float(z["map_value"][i]) == pytest.approx(float(mine[uid]))
         A = z[str(z["map_key"][i])]
         assert A.dtype == np.float16 and A.shape[0] == A.shape[1]
@@ -102,6 +105,12 @@ def test_choice_rules():
     picks = choose_utterances({"b": 2.0, "a": 4.0, "c": np.nan, "d": 4.0}, corpus_value=2.9)
     assert picks == {"average": ("b", 2.0), "extreme": ("a", 4.0)}
     assert choose_utterances({"x": np.nan}, 0.0) == {}
+    # by length-free value: G = 2.5 on 13 frames (G / log T = 0.975, nearly uniform rows) is more global
+    # than G = 3.0 on 100 frames (0.651), though its raw G is smaller
+    vals, frames = {"long": 3.0, "short": 2.5}, {"long": 100, "short": 13}
+    assert choose_utterances(vals, 0.0)["extreme"] == ("long", 3.0)  # raw: the longest wins
+    picks = choose_utterances(vals, 0.66, metric="G", frames=frames)
+    assert picks == {"extreme": ("short", 2.5), "average": ("long", 3.0)}
 
 
 def test_bad_maps_argument_is_one_line(capsys, tmp_path):

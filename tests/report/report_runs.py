@@ -19,15 +19,42 @@ def _write_json(path, obj):
     Path(path).write_text(json.dumps(obj, indent=2))
 
 
-def heads_frame(rng):
-    G = rng.uniform(2.0, 4.0, (L, H))
-    V = rng.uniform(-4.0, -2.0, (L, H))
-    D = rng.uniform(-0.4, -0.05, (L, H))
-    W = rng.uniform(0.05, 0.9, (L, H))
+N_UTT = 4
+NEAR_UNIFORM_HEAD = (0, 0)  # its rows are 0.001 nats (KL) from uniform on every utterance
+
+
+def utterances_frame(rng, frames=None):
+    """utterances.parquet in satkern analyze's layout: N_UTT utterances of T frames, every head's G, V, D, W
+    drawn as length-free values (between uniform and peaked) mapped back through the uniform baselines."""
+    from satkern.metrics import uniform_head_metrics
+
+    T = np.asarray(frames if frames is not None else rng.integers(30, 90, N_UTT), dtype=float)
+    base = {"G": rng.uniform(0.3, 0.95, (L, H)), "V": rng.uniform(0.0, 0.4, (L, H)),
+            "D": rng.uniform(0.0, 0.9, (L, H)), "W": rng.uniform(0.05, 0.9, (L, H))}
+    rows = []
+    for j, n in enumerate(T):
+        u = uniform_head_metrics(n)
+        for l in range(L):
+            for h in range(H):
+                g, v, d, w = (float(np.clip(base[m][l, h] + rng.normal(0, 0.03), 0, 1)) for m in "GVDW")
+                if (l, h) == NEAR_UNIFORM_HEAD:
+                    G = u["G"] - 0.001
+                    g, v, d, w = G / u["G"], 0.0005, 0.001, 0.01
+                rows.append({"utterance": f"spk{j}/u{j}", "duration": n * MODEL["frame_stride"] / MODEL["sample_rate"],
+                             "frames": int(n), "layer": l, "head": h, "G": g * u["G"],
+                             "V": (v - 1.0) * u["G"], "D": (1.0 - d) * u["D"], "W": u["W"] + w * (1 - u["W"])})
+    return pd.DataFrame(rows)
+
+
+def heads_frame(rng, per=None):
+    """heads.csv: the corpus means of ``per`` (utterances_frame) and the categories."""
+    per = utterances_frame(rng) if per is None else per
+    means = per.groupby(["layer", "head"])[["G", "V", "D", "W"]].mean().sort_index()
+    G, V, D, W = (means[m].to_numpy().reshape(L, H).copy() for m in "GVDW")
     cats = categorize(torch.from_numpy(G), torch.from_numpy(V), torch.from_numpy(D))
     return pd.DataFrame({"layer": np.repeat(np.arange(L), H), "head": np.tile(np.arange(H), L), "G": G.ravel(),
                          "V": V.ravel(), "D": D.ravel(), "W": W.ravel(), "category": cats,
-                         "n_utterances": np.full(L * H, 4)})
+                         "n_utterances": np.full(L * H, per["utterance"].nunique())})
 
 
 def _map(rng, T, kind):
@@ -75,12 +102,15 @@ def write_maps(path, rng, heads, model=MODEL):
         map_key=np.array([r[8] for r in rows]), **arrays)
 
 
-def make_analyze(folder, seed=0, maps=True, prm=True, model=MODEL, head_maps=True):
+def make_analyze(folder, seed=0, maps=True, prm=True, model=MODEL, head_maps=True, per_utterance=True):
     rng = np.random.default_rng(seed)
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    heads = heads_frame(rng)
+    per = utterances_frame(rng)
+    heads = heads_frame(rng, per)
     heads.to_csv(folder / "heads.csv", index=False, float_format="%.17g")
+    if per_utterance:
+        per.to_parquet(folder / "utterances.parquet", index=False)
     Y = len(PHONES)
     if prm:
         P = rng.normal(0, 0.5, (L, H, Y, Y))
@@ -97,7 +127,8 @@ def make_analyze(folder, seed=0, maps=True, prm=True, model=MODEL, head_maps=Tru
         (folder / "head_maps.npz").write_bytes(hm.to_npz_bytes())
     _write_json(folder / "summary.json", {
         "model": dict(model), "corpus": {"path": "/data/corpus", "layout": "timit", "labels": PHONES},
-        "counts": {"utterances_analyzed": 4, "utterances_skipped": 0, "frames": 160}, "audio_hours": 0.0005,
+        "counts": {"utterances_analyzed": N_UTT, "utterances_skipped": 0,
+                   "frames": int(per.drop_duplicates("utterance")["frames"].sum())}, "audio_hours": 0.0005,
         "device": "cpu (test)", "backend": {"requested": "auto", "used": ["cpu"]},
         "versions": {"python": "3", "torch": torch.__version__}, "git_commit": "deadbeef",
         "outputs": ["head_maps.npz", "heads.csv", "maps.npz", "prm.npz", "summary.json"]})
@@ -109,7 +140,7 @@ def make_segment(folder, seed=1, model=MODEL):
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     rows = []
-    for split in ("validation", "test"):
+    for split in ("tune", "test"):
         for feat, head in (("attention", "1:2"), ("mfcc", ""), ("hidden:1", "")):
             p, r = rng.uniform(0.5, 0.9, 2)
             rows.append({"split": split, "features": feat, "head": head, "alpha": 1.0, "beta": 1.1, "hits": 40,

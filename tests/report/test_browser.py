@@ -8,7 +8,7 @@ import pytest
 from satkern.report import write_report
 from satkern.report.browser import check_page, find_chromium
 
-from report_runs import L, H, make_all
+from report_runs import MODEL, L, H, make_all, make_analyze, make_rank, make_segment
 
 CHROMIUM = find_chromium()
 pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="no chromium executable on this machine "
@@ -22,6 +22,11 @@ SORT_BY_G = """(() => {
 })()"""
 
 
+# the summary's paragraphs, and the first section below the navigation
+SUMMARY = """(() => [Array.from(document.querySelectorAll('#summary p[data-part]')).map(p => p.getAttribute('data-part')),
+                     document.querySelector('main section').id])()"""
+
+
 def _png_size(data: bytes):
     assert data[:8] == b"\x89PNG\r\n\x1a\n"
     return struct.unpack(">II", data[16:24])
@@ -30,10 +35,10 @@ def _png_size(data: bytes):
 def test_report_opens_offline_in_chromium(tmp_path):
     a, s, r = make_all(tmp_path / "runs")
     res = write_report([a, s, r], tmp_path / "report.html")
-    check = check_page(res.path, scripts=[SORT_BY_G])
-    assert check.section_ids == ["overview", "head-map", "attention-maps", "head-explorer", "segmentation",
+    check = check_page(res.path, scripts=[SORT_BY_G, SUMMARY])
+    assert check.section_ids == ["summary", "overview", "head-map", "attention-maps", "head-explorer", "segmentation",
                                  "phoneme-relations", "pruning"]
-    assert len(check.images) == 15
+    assert len(check.images) == 17
     assert check.broken_images == [], check.broken_images
     assert check.outside_requests == [], check.outside_requests
     assert check.requests and check.requests[0] == check.url
@@ -41,6 +46,8 @@ def test_report_opens_offline_in_chromium(tmp_path):
     assert check.table_rows == L * H
     g = check.script_results[0]
     assert g == sorted(g) and len(g) == L * H
+    parts, top = check.script_results[1]
+    assert parts == ["heads", "segmentation", "pruning"] and top == "summary"  # the summary comes first
     w, h = _png_size(check.screenshot_png)
     assert w == 1280 and h > 2000
     (tmp_path / "report.png").write_bytes(check.screenshot_png)
@@ -82,3 +89,20 @@ def test_report_of_a_real_analyze_run_opens_offline(tmp_path):
     assert check.broken_images == [] and check.outside_requests == [] and check.console_errors == []
     assert check.table_rows == model["layers"] * model["heads"]
     assert "tiny-mockingjay-base" in html and "RANDOM WEIGHTS" in html
+
+
+def test_side_by_side_page_of_two_models_opens_offline(tmp_path):
+    """Two models' runs on one page: every figure decodes, nothing is requested, the console stays clean,
+    each model has its summary."""
+    make_all(tmp_path / "one")
+    other = dict(MODEL, name="other", weights_checksum="1111111111111111", random_weights=False)
+    for make, kind in ((make_analyze, "analyze"), (make_segment, "segment"), (make_rank, "rank")):
+        make(tmp_path / "two" / kind, model=other)
+    res = write_report([tmp_path / "one", tmp_path / "two"], tmp_path / "cmp.html")
+    assert res.models == 2
+    models = "(() => Array.from(document.querySelectorAll('#summary h3[data-model]')).map(h => h.textContent))()"
+    check = check_page(res.path, screenshot=False, scripts=[models])
+    assert check.section_ids == ["summary", "head-maps", "categories", "segmentation", "pruning"]
+    assert len(check.images) == 4 and check.broken_images == [], check.broken_images
+    assert check.outside_requests == [] and check.console_errors == [], (check.outside_requests, check.console_errors)
+    assert check.script_results[0] == ["tiny-test", "other"]

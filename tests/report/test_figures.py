@@ -72,8 +72,8 @@ def test_segmentation_pr_prm_and_concentration():
                        "alpha": 1.0, "beta": [1, 2, 3] * 2, "precision": [0.5, 0.6, 0.7, 0.8, 0.7, 0.6],
                        "recall": [0.9, 0.8, 0.7, 0.6, 0.7, 0.8], "f1": 0.5, "r_value": 0.5})
     fig = figures.pr_curves(pr)
-    labels = sorted(l.get_label() for l in fig.axes[0].lines)
-    assert labels == ["attention 1:2", "mfcc"]
+    labels = sorted(l.get_label() for l in fig.axes[0].lines if not l.get_label().startswith("_"))
+    assert labels == ["attention 1:2", "every beta, in beta order", "mfcc", "upper-right envelope"]
     P = rng.normal(size=(4, 4))
     P[1, 2] = np.nan
     fig = figures.phoneme_relation_map(P, list("abcd"))
@@ -101,4 +101,80 @@ def test_pruning_curves_plot_means_over_seeds():
     np.testing.assert_allclose(lines["G"].get_ydata(), [0.0, 0.2, 0.4])
     np.testing.assert_allclose(lines["random (mean of 3 seeds)"].get_ydata(), [1.0, 1.2, 1.4])
     np.testing.assert_allclose(fig.axes[1].lines[0].get_ydata(), [1.5, 4.5])
+    assert [ax.get_ylabel() for ax in fig.axes] == ["phone accuracy (frame level), higher is better"] * 2
+    _png_ok(fig)
+
+
+def test_phone_labels_are_thinned_so_none_overlap():
+    assert figures.thin_labels([0.0, 0.05, 0.1, 0.3, 0.31, 0.5], 0.1) == [0, 2, 3, 5]
+    # 120 phones of 20 ms over 2.4 s: far too many for the axis at 8 pt; every boundary still drawn
+    starts = np.arange(120) * 0.02
+    ends = starts + 0.02
+    labs = [f"p{i}" for i in range(120)]
+    fig = figures.attention_map(rng.dirichlet(np.ones(120), size=120), rng.normal(size=(241, 80)), frame_rate_hz=50.0,
+                                logmel_hop_s=0.01, phone_starts=starts, phone_ends=ends, phone_labels=labs)
+    top = [ax for ax in fig.axes if any(t.get_rotation() == 90 for t in ax.texts)][0]
+    kept = sorted(t.get_position()[0] for t in top.texts if t.get_text() in labs)
+    assert 5 < len(kept) < 120
+    width_px = top.get_position().width * fig.get_size_inches()[0] * figures.DPI
+    assert np.diff(kept).min() * width_px / 2.4 >= figures.LABEL_GAP_PX - 1e-6  # no two labels closer than a line
+    assert all(t.get_fontsize() >= 7 for ax in fig.axes for t in ax.texts if t.get_text() in labs)
+    assert len(top.lines) == 121  # 120 starts + the last end
+    notes = [t.get_text() for ax in fig.axes for t in ax.texts if "left out" in t.get_text()]
+    assert notes and notes[0].startswith(f"{120 - len(kept)} phone labels left out")
+
+
+def test_prm_leaves_out_phones_never_seen_and_explains_grey():
+    P = rng.normal(size=(5, 5))
+    P[3, :] = np.nan
+    P[:, 3] = np.nan  # phone "d" never occurs
+    P[0, 1] = np.nan  # a pair never in one utterance
+    fig = figures.phoneme_relation_map(P, list("abcde"), title="t")
+    ax = fig.axes[0]
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["a", "b", "c", "e"]
+    assert all(t.get_fontsize() >= figures.LABEL_PT for t in ax.get_xticklabels() + ax.get_yticklabels())
+    shown = ax.images[0].get_array()
+    assert shown.shape == (4, 4) and shown.mask[0, 1] and shown.mask.sum() == 1
+    assert "grey cells: undefined" in ax.get_title() and "1 phones that never occur left out" in ax.get_title()
+
+
+def test_pr_curves_draw_every_beta_and_the_envelope():
+    pr = pd.DataFrame({"features": ["mfcc"] * 5, "head": [np.nan] * 5, "alpha": 1.0, "beta": [0.1, 0.5, 1.0, 2.0, 4.0],
+                       "precision": [0.0, 0.3, 0.5, 0.4, 0.7], "recall": [0.0, 0.9, 0.6, 0.5, 0.2], "f1": 0.5,
+                       "r_value": 0.5})
+    assert figures.pareto_front([0.9, 0.6, 0.5, 0.2], [0.3, 0.5, 0.4, 0.7]) == [3, 1, 0]
+    fig = figures.pr_curves(pr, tuned={"mfcc": (0.6, 0.5)})
+    lines = fig.axes[0].lines
+    assert list(lines[0].get_xdata()) == [0.9, 0.6, 0.5, 0.2]  # beta order, the no-hit point left out
+    assert list(lines[1].get_xdata()) == [0.2, 0.6, 0.9] and lines[1].get_label() == "mfcc"
+    assert list(lines[2].get_xdata()) == [0.6]  # the tuned ring
+
+
+def test_scatters_mark_uniform_attention_and_near_uniform_heads_with_few_ticks():
+    G, V, D = rng.uniform(size=(3, 12))
+    near = np.zeros(12, bool)
+    near[[2, 5]] = True
+    fig = figures.head_scatter(G, V, D, ["global", "vertical", "diagonal"] * 4, uniform=(1.0, 0.0, 0.0),
+                               near_uniform=near, length_free=True)
+    for ax in fig.axes:
+        assert len(ax.get_xticks()) <= 6  # tick labels never run together
+    np.testing.assert_allclose(fig.axes[2].collections[1].get_offsets(), np.c_[V, D][near])  # the rings
+    assert fig.axes[0].lines[0].get_xdata()[0] == 1.0 and fig.axes[0].lines[1].get_ydata()[0] == 0.0
+    assert [t.get_text() for t in fig.legends[0].get_texts()] == ["global", "vertical", "diagonal",
+                                                                  "uniform attention", "near uniform"]
+    _png_ok(fig)
+
+
+def test_head_intervals_draw_each_heads_mean_and_interval():
+    t = pd.DataFrame({"layer": [0, 0, 1], "head": [0, 1, 0], "category": ["global", "vertical", "diagonal"]})
+    for m in "GVDW":
+        t[f"{m}_free"] = rng.uniform(size=3)
+        t[f"{m}_lo"] = t[f"{m}_free"] - 0.1
+        t[f"{m}_hi"] = t[f"{m}_free"] + 0.2
+    fig = figures.head_intervals(t)
+    ax_v = fig.axes[1]
+    np.testing.assert_allclose(ax_v.collections[0].get_offsets()[:, 1], t["V_free"])
+    bars = [l for l in ax_v.lines if len(l.get_xdata()) == 2 and l.get_xdata()[0] == l.get_xdata()[1]
+            and float(l.get_xdata()[0]).is_integer()]  # not the layer separators at i - 0.5
+    np.testing.assert_allclose(sorted(b.get_ydata()[1] for b in bars), sorted(t["V_hi"]))
     _png_ok(fig)

@@ -11,10 +11,10 @@ import pytest
 from satkern.cli import main
 from satkern.report import RunFolderError, load_runs, write_report
 
-from report_runs import MODEL, L, H, make_all, make_analyze, make_rank, make_segment, write_maps
+from report_runs import MODEL, NEAR_UNIFORM_HEAD, L, H, make_all, make_analyze, make_rank, make_segment, write_maps
 
-SECTION_IDS = ["overview", "head-map", "attention-maps", "head-explorer", "segmentation", "phoneme-relations",
-               "pruning"]
+SECTION_IDS = ["summary", "overview", "head-map", "attention-maps", "head-explorer", "segmentation",
+               "phoneme-relations", "pruning"]
 
 
 class _Page(HTMLParser):
@@ -79,8 +79,9 @@ def test_full_report_has_every_section_with_inline_figures(tmp_path):
     assert res.sections_missing == []
     page = _parse(res.path)
     assert page.sections == SECTION_IDS
-    # 3 head-map figures + 6 maps + Fig. 2 + Fig. 2e + 2 PRMs + Fig. 4 + Fig. 5
-    assert len(page.images) == 15, len(page.images)
+    # 5 head-map figures (length-free and raw scatter, categories, Fig. 6a, distributions) + 6 maps + Fig. 2
+    # + Fig. 2e + 2 PRMs + Fig. 4 + Fig. 5
+    assert len(page.images) == 17, len(page.images)
     for src in page.images:
         assert src.startswith("data:image/png;base64,")
         png = base64.b64decode(src.split(",", 1)[1])
@@ -214,16 +215,97 @@ def test_maps_of_heads_the_run_does_not_have_are_refused(tmp_path):
         write_report([a], tmp_path / "r.html")
 
 
-def test_runs_of_different_models_are_refused(tmp_path, capsys):
-    a = make_analyze(tmp_path / "a")
-    other = dict(MODEL, name="other", weights_checksum="1111111111111111")
-    s = make_segment(tmp_path / "s", model=other)
-    _one_line_error(capsys, ["report", str(a), str(s), "--out", str(tmp_path / "r.html")], "different models")
+def test_summary_states_counts_near_uniform_heads_and_the_paper(tmp_path):
+    a, s, r = make_all(tmp_path / "runs")
+    write_report([a, s, r], tmp_path / "r.html")
+    text = (tmp_path / "r.html").read_text()
+    summary = text.split('<section id="summary">', 1)[1].split("</section>", 1)[0]
+    heads = pd.read_csv(a / "heads.csv")
+    counts = {c: int((heads.category == c).sum()) for c in ("global", "vertical", "diagonal")}
+    assert (f"{L * H} heads ({L} layers x {H} heads): {counts['global']} global, {counts['vertical']} vertical, "
+            f"{counts['diagonal']} diagonal") in summary
+    l, h = NEAR_UNIFORM_HEAD
+    assert f"1 of them are near uniform" in summary and f"{l}:{h}" in summary
+    assert 'data-part="segmentation"' in summary and "0.7999" in summary  # the paper's R-value beside the run's
+    assert 'data-part="pruning"' in summary and "D &gt; V &gt; G" in summary
+    # the head table: a uniform-attention row above the heads, the near-uniform head marked
+    assert '<tr class="uniform">' in text
+    rows = {(int(r[0]), int(r[1])): r for r in _parse(tmp_path / "r.html").head_rows}
+    assert rows[NEAR_UNIFORM_HEAD][7] == "yes" and sum(r[7] == "yes" for r in rows.values()) == 1
+    per = pd.read_parquet(a / "utterances.parquet")
+    g = per[(per.layer == l) & (per["head"] == h)]
+    free = (g["G"] / np.log(g["frames"])).to_numpy()
+    assert rows[NEAR_UNIFORM_HEAD][8] == (f"{free.mean():.3f} [{np.percentile(free, 5):.2f}, "
+                                           f"{np.percentile(free, 95):.2f}]")
 
 
-def test_two_runs_of_one_kind_are_refused(tmp_path):
-    with pytest.raises(RunFolderError, match="two analyze runs"):
+def test_without_per_utterance_values_the_baselines_are_approximate_and_said_so(tmp_path):
+    a = make_analyze(tmp_path / "a", per_utterance=False, maps=False)
+    write_report([a], tmp_path / "r.html")
+    text = (tmp_path / "r.html").read_text()
+    assert "approximate: uniform attention at the mean length" in text
+    assert '<tr class="uniform"><th class="t" colspan="2">uniform attention</th><th>\u2248 ' in text  # marked approximate
+    assert "No per-utterance distributions" in text
+
+
+def _other_model_runs(root, name="other", checksum="1111111111111111", **kw):
+    other = dict(MODEL, name=name, weights_checksum=checksum, **kw)
+    return [make_analyze(root / "analyze", seed=7, model=other), make_segment(root / "segment", model=other),
+            make_rank(root / "rank", model=other)]
+
+
+def test_runs_of_different_models_are_shown_side_by_side(tmp_path, capsys):
+    a, s, r = make_all(tmp_path / "one")
+    _other_model_runs(tmp_path / "two", random_weights=False)
+    out = tmp_path / "cmp.html"
+    assert main(["report", str(tmp_path / "one"), str(tmp_path / "two"), "--out", str(out), "--no-progress"]) == 0
+    printed = capsys.readouterr().out
+    assert "2 models side by side" in printed
+    page = _parse(out)
+    assert page.sections == ["summary", "head-maps", "categories", "segmentation", "pruning"]
+    assert len(page.images) == 4  # head maps, categories, PR envelopes, pruning curves: each all models at once
+    text = out.read_text()
+    assert "satkern report: tiny-test vs other" in text
+    assert text.count('<h3 data-model="') == 2 and text.count('data-part="heads"') == 2
+    assert "default-src 'none'" in text and "RANDOM WEIGHTS" in text  # tiny-test has random weights
+
+
+def test_side_by_side_with_a_part_missing_names_it(tmp_path):
+    make_all(tmp_path / "one")
+    b = _other_model_runs(tmp_path / "two")[0]
+    res = write_report([tmp_path / "one", b], tmp_path / "cmp.html")
+    assert res.models == 2 and res.sections_missing == ["segment of other", "rank of other"]
+    text = (tmp_path / "cmp.html").read_text()
+    assert "other: no segment run given" in text and "other: no rank run given" in text
+
+
+def test_two_models_of_one_name_are_told_apart_by_their_weights(tmp_path):
+    make_all(tmp_path / "one")
+    _other_model_runs(tmp_path / "two", name="tiny-test", checksum="2222222222222222")
+    write_report([tmp_path / "one", tmp_path / "two"], tmp_path / "cmp.html")
+    text = (tmp_path / "cmp.html").read_text()
+    assert "tiny-test (01234567) vs tiny-test (22222222)" in text
+
+
+def test_two_runs_of_one_kind_for_one_model_are_refused(tmp_path, capsys):
+    with pytest.raises(RunFolderError, match="two analyze runs of one model"):
         write_report([make_analyze(tmp_path / "a"), make_analyze(tmp_path / "b")], tmp_path / "r.html")
+    _one_line_error(capsys, ["report", str(tmp_path / "a"), str(tmp_path / "b"), "--out", str(tmp_path / "r.html")],
+                    "two analyze runs of one model")
+    assert not (tmp_path / "r.html").exists()
+
+
+def test_a_run_naming_no_model_among_several_models_is_refused(tmp_path, capsys):
+    import json
+
+    make_all(tmp_path / "one")
+    _other_model_runs(tmp_path / "two")
+    summary = json.loads((tmp_path / "two" / "rank" / "summary.json").read_text())
+    del summary["model"]
+    (tmp_path / "two" / "rank" / "summary.json").write_text(json.dumps(summary))
+    _one_line_error(capsys, ["report", str(tmp_path / "one"), str(tmp_path / "two"), "--out", str(tmp_path / "r.html")],
+                    "records no model", "rank")
+    assert not (tmp_path / "r.html").exists()
 
 
 def test_output_in_a_missing_folder_or_on_a_folder(tmp_path, capsys):

@@ -27,5 +27,17 @@ def test_pr_curve_figure():
     ax = fig.axes[0]
     labels = [l.get_label() for l in ax.get_lines()]
     assert "attention 0:1" in labels and "mfcc" in labels
-    assert len(ax.get_lines()) == 3  # two curves and one tuned marker
-    assert list(ax.get_lines()[0].get_xdata()) == [0.9, 0.7, 0.3]
+    assert len(ax.get_lines()) == 5  # per feature set: every beta (thin) and the envelope; one tuned marker
+    assert list(ax.get_lines()[0].get_xdata()) == [0.9, 0.7, 0.3]  # in beta order
+
+
+def test_pr_curve_envelope_leaves_out_dominated_points_and_empty_ones():
+    # beta order zigzags: the point (0.5, 0.4) is beaten by (0.6, 0.5); (0, 0) found no boundary
+    pr = pd.DataFrame({"features": ["mfcc"] * 5, "head": [""] * 5, "alpha": 0.1, "beta": [0.1, 0.5, 1.0, 2.0, 4.0],
+                       "precision": [0.0, 0.3, 0.5, 0.4, 0.7], "recall": [0.0, 0.9, 0.6, 0.5, 0.2], "f1": 0.5,
+                       "r_value": 0.5})
+    ax = pr_curve_figure(pr).axes[0]
+    thin, thick = ax.get_lines()
+    assert list(thin.get_xdata()) == [0.9, 0.6, 0.5, 0.2]  # every beta with a hit, in beta order
+    assert list(thick.get_xdata()) == [0.2, 0.6, 0.9] and list(thick.get_ydata()) == [0.7, 0.5, 0.3]
+    assert thick.get_label() == "mfcc"
