@@ -23,7 +23,7 @@ def _add_analyze_args(ap: argparse.ArgumentParser, *, demo: bool = False) -> Non
     ap.add_argument("--workers", type=int, default=0, help="audio loader processes (default 0: main process)")
     ap.add_argument("--per-utterance", action="store_true", help="also write utterances.parquet")
     ap.add_argument("--maps", type=int, default=0, metavar="K",
-                    help="store attention maps (maps.npz, for `satkern report`) of the K most global, vertical and "
+                    help="store attention maps (maps.npz, for satkern report) of the K most global, vertical and "
                          "diagonal heads, an average and an extreme utterance each (default 0: none; implies "
                          "--per-utterance)")
     ap.add_argument("--resume", action="store_true", help="continue the run checkpointed in --out")

@@ -26,7 +26,7 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--heads", default="auto",
                     help="'auto' (the --candidates most diagonal heads by D, then the --keep-heads best by tune "
                          "R-value) or LAYER:HEAD,... (0-based)")
-    ap.add_argument("--heads-from", help="heads.csv of `satkern analyze` giving D per head (auto; default: computed "
+    ap.add_argument("--heads-from", help="heads.csv of satkern analyze giving D per head (auto; default: computed "
                                          "over the tune split)")
     ap.add_argument("--candidates", type=int, default=8, help="auto: most diagonal heads considered (default 8)")
     ap.add_argument("--keep-heads", type=int, default=3, help="auto: heads kept by tune R-value (default 3)")
