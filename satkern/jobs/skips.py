@@ -25,11 +25,15 @@ class SkipGroup:
 
 
 def _without_path(reason: str, path: str) -> str:
-    """The reason without the file's own path (at its start, as "<path>: ...", or inside it)."""
+    """The reason without the file's own path where it names the file ("<path>: ...", "<path>:12: ...",
+    "...: <path>"); a path quoted inside a message (a library's own error text) stays."""
     text = " ".join(str(reason).split())
     if path:
-        text = text.replace(f"{path}: ", "").replace(f": {path}", "").replace(path, "").strip()
-    return re.sub(r"^:?\d+: ", "", text)  # "<path>:12: expected ..." -> "expected ..."
+        if text.startswith(path):
+            text = re.sub(r"^:(?:\d+:)? ?", "", text[len(path):])
+        if text.endswith(f": {path}"):
+            text = text[: -len(path) - 2]
+    return text.strip()
 
 
 def reason_kind(reason: str, path: str = "") -> str:
