@@ -386,7 +386,7 @@ def _rank(config, model, spec_head, on_point, log) -> dict:
                                                                     else set())),
     )
     job.write_summary(summary)
-    log(f"satkern rank: {points_message(summary['points'])} in {wall:.1f} s; outputs in {out}")
+    log(f"satkern rank: {points_message(summary['points'])}; {wall:.1f} s; outputs in {out}")
     return summary
 
 
