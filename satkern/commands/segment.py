@@ -16,7 +16,7 @@ DESCRIPTION = ("Phoneme boundaries from the rows of attention heads (paper sec. 
 
 
 def add_arguments(ap: argparse.ArgumentParser) -> None:
-    from ..segment.job import DEFAULT_PR_BETAS, UNTUNED_ALPHA_MULTIPLIER, UNTUNED_BETA
+    from ..segment.job import DEFAULT_BETAS_TEXT, DEFAULT_PR_BETAS, UNTUNED_ALPHA_MULTIPLIER, UNTUNED_BETA
 
     add_job_options(ap, seed_help="seed of the tune split and of random-weight models (default 0)",
                     overwrite_help="replace a previous run in --out")
@@ -36,9 +36,9 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--alpha-grid", default="auto",
                     help="comma-separated alpha values, or 'auto' (default: 1/16..4 times each feature set's median "
                          f"frame distance; with nothing to tune on, {UNTUNED_ALPHA_MULTIPLIER:g} times it)")
-    ap.add_argument("--beta-grid", default=None,
-                    help="comma-separated beta values (default 2^(k/2), k = -4..6; with nothing to tune on, "
-                         f"{UNTUNED_BETA:g})")
+    ap.add_argument("--beta-grid", default=DEFAULT_BETAS_TEXT,
+                    help="comma-separated beta values (default 2^(k/2), k = -4..6; with nothing to tune on, the "
+                         f"default grid means {UNTUNED_BETA:g})")
     ap.add_argument("--pr-betas", default=",".join(f"{b:.4g}" for b in DEFAULT_PR_BETAS),
                     help="beta values the precision-recall curve sweeps (default 2^(k/4), k = -12..16)")
     ap.add_argument("--tolerance", type=float, default=0.02, help="hit tolerance in seconds (default 0.02)")
@@ -56,7 +56,7 @@ def config_from_args(args):
     return SegmentConfig(
         **job_options(args), features=args.features, heads=args.heads,
         heads_from=args.heads_from, candidates=args.candidates, keep_heads=args.keep_heads, tune_on=args.tune_on,
-        alpha_grid=alpha, beta_grid=None if args.beta_grid is None else parse_grid(args.beta_grid, "--beta-grid"),
+        alpha_grid=alpha, beta_grid=parse_grid(args.beta_grid, "--beta-grid"),
         pr_betas=parse_grid(args.pr_betas, "--pr-betas"), tolerance=args.tolerance,
         allow_resample=not args.no_resample, max_utterances=args.max_utterances, textgrids=not args.no_textgrids)
 

@@ -56,6 +56,7 @@ from .textgrid import textgrid_text
 ALPHA_MULTIPLIERS = (1 / 16, 1 / 8, 1 / 4, 1 / 2, 1.0, 2.0, 4.0)
 # default beta grid: 2^(k/2), k = -4..6 (0.25 .. 8)
 DEFAULT_BETAS = tuple(2.0 ** (k / 2) for k in range(-4, 7))
+DEFAULT_BETAS_TEXT = ",".join(f"{b:.4g}" for b in DEFAULT_BETAS)  # the command line's default --beta-grid
 # precision-recall sweep: 2^(k/4), k = -12..16 (0.125 .. 16)
 DEFAULT_PR_BETAS = tuple(2.0 ** (k / 4) for k in range(-12, 17))
 # With nothing to tune on: alpha = 1/2 x the feature set's distance scale (the middle of ALPHA_MULTIPLIERS; tuned
@@ -85,7 +86,7 @@ class SegmentConfig(CorpusJobConfig):
     keep_heads: int = 3  # auto: heads kept (best tune R-value)
     tune_on: int = 10  # validation utterances
     alpha_grid: Optional[Sequence[float]] = None  # None: ALPHA_MULTIPLIERS x each feature set's scale
-    beta_grid: Optional[Sequence[float]] = None  # None: DEFAULT_BETAS (UNTUNED_BETA with nothing to tune on)
+    beta_grid: Sequence[float] = DEFAULT_BETAS  # the default grid: UNTUNED_BETA when there is nothing to tune on
     pr_betas: Sequence[float] = DEFAULT_PR_BETAS
     tolerance: float = 0.02
     allow_resample: bool = True
@@ -125,7 +126,7 @@ def _check_config(cfg: SegmentConfig):
     heads = parse_heads(cfg.heads)
     tol = _check_positive("--tolerance", cfg.tolerance)
     alphas = None if cfg.alpha_grid is None else _positive_grid("--alpha-grid", cfg.alpha_grid)
-    betas = None if cfg.beta_grid is None else _positive_grid("--beta-grid", cfg.beta_grid)
+    betas = _positive_grid("--beta-grid", cfg.beta_grid)
     pr_betas = _positive_grid("--pr-betas", cfg.pr_betas)
     for name, v, lo in (("--tune-on", cfg.tune_on, 0), ("--candidates", cfg.candidates, 1),
                         ("--keep-heads", cfg.keep_heads, 1)):
@@ -249,15 +250,14 @@ def segment_corpus(config: SegmentConfig, *, model=None, log: Optional[Callable[
     untuned_why = None  # why alpha and beta are not tuned (nothing to tune on)
     if not tune_utts:
         untuned_why = _untuned_reason(config, corpus.layout, len(utts), len(aligned))
-        for name, grid_values in (("--alpha-grid", alpha_grid), ("--beta-grid", betas)):
+        given_betas = None if _default_betas(betas) else betas
+        for name, grid_values in (("--alpha-grid", alpha_grid), ("--beta-grid", given_betas)):
             if grid_values is not None and len(grid_values) != 1:
                 raise ValueError(f"{untuned_why}; {name} has {len(grid_values)} values and nothing to tune them on: "
                                  f"give one value, or leave {name} out for the untuned default")
         if not aligned and not config.textgrids:
             raise ValueError(f"{untuned_why}, and --no-textgrids leaves nothing to write")
-        betas = [UNTUNED_BETA] if betas is None else betas
-    elif betas is None:
-        betas = list(DEFAULT_BETAS)
+        betas = [UNTUNED_BETA] if _default_betas(betas) else betas
 
     L, H = model.num_layers, model.num_heads
     n_hidden = L + 1
@@ -355,7 +355,8 @@ def segment_corpus(config: SegmentConfig, *, model=None, log: Optional[Callable[
                 raise ValueError(f"satkern segment: cannot derive an alpha grid for {key} (no tune utterance with 2+ "
                                  f"distinct frames); give --alpha-grid")
             raise ValueError(f"{untuned_why}, and the untuned alpha of {key} cannot be derived (none of the first "
-                             f"{UNTUNED_SCALE_UTTERANCES} utterances has 2+ distinct frames); give one --alpha-grid value")
+                             f"{UNTUNED_SCALE_UTTERANCES} utterances has 2+ distinct frames); give one --alpha-grid "
+                             f"value")
         scale_of[key] = float(np.median(scales))
         multipliers = ALPHA_MULTIPLIERS if tune_utts else (UNTUNED_ALPHA_MULTIPLIER,)
         alphas_of[key] = [m * scale_of[key] for m in multipliers]
@@ -540,6 +541,12 @@ def segment_corpus(config: SegmentConfig, *, model=None, log: Optional[Callable[
     summary["outputs"] = sorted(set(summary["outputs"]))
     job.write_summary(summary)
     return summary
+
+
+def _default_betas(betas: Sequence[float]) -> bool:
+    """``betas`` is the default beta grid: :data:`DEFAULT_BETAS`, or the same rounded to the 4 significant digits
+    the command line's default text holds."""
+    return list(betas) in (list(DEFAULT_BETAS), [float(t) for t in DEFAULT_BETAS_TEXT.split(",")])
 
 
 def _untuned_reason(config: SegmentConfig, layout: str, n_utterances: int, n_aligned: int) -> str:
