@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
 """Generate satkern's synthetic, phone-aligned, multi-speaker corpus (TIMIT layout), offline.
 
-Never run in CI (needs Debian's ``festival``, ``festvox-kallpc16k``, ``festvox-kdlpc16k``... see
-VOICES, and ``flite``; about 3 minutes on 2 cores). Output::
+Never run in CI (needs the Debian packages in APT_PACKAGES: ``festival`` with the voices
+``festvox-kallpc16k``, ``festvox-kdlpc16k``, ``festvox-us-slt-hts``, and ``flite``, whose voices are
+built in; it checks for them first and names what is missing; about 3 minutes on 2 cores). Output::
 
     OUT/TRAIN/DR1/MKAL0/SY0001.WAV  .PHN  .TXT     (16 kHz 16-bit mono RIFF; .PHN sample offsets)
     OUT/TEST/DR1/MKAL0/SZ0001.WAV   ...
@@ -50,11 +51,16 @@ import wave
 from fractions import Fraction
 from multiprocessing import Pool
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 
 SAMPLE_RATE = 16000
 VERSION = 1
+# what the script runs: festival (with three voices) and flite; the Debian packages that provide them
+APT_PACKAGES = ("festival", "festvox-kallpc16k", "festvox-kdlpc16k", "festvox-us-slt-hts", "flite")
+FESTIVAL_VOICE_PACKAGES = {"voice_kal_diphone": "festvox-kallpc16k", "voice_ked_diphone": "festvox-kdlpc16k",
+                           "voice_cmu_us_slt_arctic_hts": "festvox-us-slt-hts"}
 
 # (speaker folder, dialect-region folder, engine, voice, native rate, duration stretch, warp)
 # warp > 1 raises pitch and formants (shorter vocal tract), < 1 lowers them.
@@ -261,6 +267,33 @@ def synth_speaker(job):
     return rows
 
 
+def missing_tools() -> Optional[str]:
+    """One line naming what the synthesis needs and this machine lacks (a program, a festival voice, a flite
+    voice), with the apt-get command that installs it; ``None`` when everything is there."""
+    install = f"apt-get install {' '.join(APT_PACKAGES)}"
+    programs = [tool for tool in ("festival", "flite") if shutil.which(tool) is None]
+    if programs:
+        return f"{' and '.join(programs)} not found on PATH; install the Debian packages: {install}"
+    voices = sorted({v for _, _, engine, v, *_ in SPEAKERS if engine == "festival"})
+    with tempfile.TemporaryDirectory() as tmp:
+        script = Path(tmp) / "voices.scm"
+        absent = []
+        for voice in voices:  # festival stops at the first unbound voice function: one run per voice
+            script.write_text(f"({voice})\n")
+            r = subprocess.run(["festival", "--batch", str(script)], capture_output=True, text=True)
+            if r.returncode != 0:
+                absent.append(voice)
+    if absent:
+        return (f"festival voice{'s' if len(absent) > 1 else ''} {', '.join(v[len('voice_'):] for v in absent)} not "
+                f"installed; install: apt-get install {' '.join(FESTIVAL_VOICE_PACKAGES[v] for v in absent)}")
+    listed = subprocess.run(["flite", "-lv"], capture_output=True, text=True).stdout.split()
+    flite_voices = sorted({v for _, _, engine, v, *_ in SPEAKERS if engine == "flite"} - set(listed))
+    if flite_voices:
+        return (f"flite lacks the voice{'s' if len(flite_voices) > 1 else ''} {', '.join(flite_voices)} (flite -lv); "
+                f"Debian's flite package has them built in: apt-get install flite")
+    return None
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", required=True, help="output folder (created; must not exist unless --force)")
@@ -270,10 +303,10 @@ def main(argv=None) -> int:
     ap.add_argument("--jobs", type=int, default=2)
     ap.add_argument("--force", action="store_true", help="replace an existing output folder")
     args = ap.parse_args(argv)
-    for tool in ("festival", "flite"):
-        if shutil.which(tool) is None:
-            print(f"make_synth_corpus: {tool} not found (apt-get install festival flite festvox-...)", file=sys.stderr)
-            return 1
+    missing = missing_tools()
+    if missing:
+        print(f"make_synth_corpus: {missing}", file=sys.stderr)
+        return 1
     out = Path(args.out)
     if out.exists():
         if not args.force:

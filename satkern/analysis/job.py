@@ -521,6 +521,7 @@ def _analyze(config, dist, model, on_batch, log, t_start, satkern) -> dict:
                     "wait_fraction": timing["wait_s"] / run_s if run_s else None,
                     "busy_fraction": (timing["load_s"] / (run_s * max(config.workers, 1))) if run_s else None},
             categories=({c: cats.count(c) for c in ("global", "vertical", "diagonal")} if cats else None),
+            most=_most_heads(heads),
             stats=list(stats),
             notes=notes,
             maps=maps_info,
@@ -554,3 +555,12 @@ def _analyze(config, dist, model, on_batch, log, t_start, satkern) -> dict:
 
         shutil.rmtree(ck.dir, ignore_errors=True)  # finished: the outputs hold everything
     return summary if summary is not None else {"rank": dist.rank}
+
+
+def _most_heads(heads: dict) -> dict:
+    """``{"global" | "vertical" | "diagonal": {"layer", "head", "metric", "value"}}``: the head with the largest
+    corpus G, V, D (the heads ``--maps 1`` shows; NaN heads never, ties by (layer, head))."""
+    from .maps import choose_heads
+
+    return {role: {"layer": int(layer), "head": int(head), "metric": metric, "value": float(value)}
+            for role, metric, layer, head, value in choose_heads(heads, 1)}

@@ -23,7 +23,7 @@ def _add_analyze_args(ap: argparse.ArgumentParser, *, demo: bool = False) -> Non
     ap.add_argument("--workers", type=int, default=0, help="audio loader processes (default 0: main process)")
     ap.add_argument("--per-utterance", action="store_true", help="also write utterances.parquet")
     ap.add_argument("--maps", type=int, default=0, metavar="K",
-                    help="store attention maps (maps.npz, for `satkern report`) of the K most global, vertical and "
+                    help="store attention maps (maps.npz, for satkern report) of the K most global, vertical and "
                          "diagonal heads, an average and an extreme utterance each (default 0: none; implies "
                          "--per-utterance)")
     ap.add_argument("--head-maps", type=int, default=0, metavar="N",
@@ -63,33 +63,36 @@ def _config(args, *, model: str, corpus: str, out: str):
 
 
 def print_report(out: Path, summary: dict, file=None) -> None:
-    """The per-head table, category counts and where the outputs are (on ``file``, default stdout)."""
-    import pandas as pd
+    """A short account of the run (on ``file``, default stdout): category counts, the most global, vertical and
+    diagonal head, the files skipped per reason, and where the per-head table and the other outputs are. The
+    table itself (one row per head: 144 for a HuBERT-base) is in ``heads.csv``, never printed."""
+    from ..jobs.skips import skip_lines
 
     file = sys.stdout if file is None else file  # looked up now: stdout may have been replaced since import
 
-    df = pd.read_csv(out / "heads.csv")
     m = summary["model"]
     if m.get("random_weights"):
         print("!" * 72 + f"\n!! RANDOM WEIGHTS: {m['name']} is a built-in architecture with random weights;\n"
               "!! heads of an untrained model look alike -- this shows the pipeline, not a finding.\n" + "!" * 72,
               file=file)
     print(f"\nper-head metrics over {summary['counts']['utterances_analyzed']} utterances "
-          f"({summary['audio_hours'] * 3600:.1f} s of audio), model {m['name']} ({m['layers']} layers x {m['heads']} heads):",
+          f"({summary['audio_hours'] * 3600:.1f} s of audio), model {m['name']} ({m['layers']} layers x {m['heads']} heads)",
           file=file)
-    with pd.option_context("display.max_rows", 500, "display.width", 120, "display.float_format", "{:.4f}".format):
-        print(df.to_string(index=False), file=file)
     if summary.get("categories"):
         cats = ", ".join(f"{k} {v}" for k, v in summary["categories"].items())
-        print(f"\ncategories: {cats}", file=file)
+        print(f"categories: {cats}", file=file)
         print("  (a head's category is the metric it ranks best by among this model's heads, so every model, a "
               "random one too,\n   gets about a third of each; V and D are negated entropy and distance, so the "
               "larger (closer to 0),\n   the more vertical / diagonal; definitions in docs/METRICS.md)", file=file)
-    if summary["skipped"]:
-        print(f"skipped {len(summary['skipped'])} files (reasons in summary.json)", file=file)
+    for role, h in (summary.get("most") or {}).items():
+        print(f"most {role}: layer {h['layer']} head {h['head']} ({h['metric']} = {h['value']:.4f})", file=file)
+    for line in skip_lines(summary["skipped"]):
+        print(line, file=file)
     thr = summary.get("throughput_audio_s_per_s")
     if thr:
         print(f"throughput: {thr:.1f} audio seconds per second on {summary['device']}", file=file)
+    n_heads = m["layers"] * m["heads"]
+    print(f"per-head table ({n_heads} heads: layer, head, G, V, D, W, category): {out / 'heads.csv'}", file=file)
     print(f"outputs in {out}/: {', '.join(summary['outputs'])}", file=file)
 
 

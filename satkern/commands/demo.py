@@ -36,11 +36,11 @@ def add_arguments(d: argparse.ArgumentParser) -> None:
     d.set_defaults(maps=DEMO_MAPS, head_maps=DEMO_HEAD_MAPS)
 
 
-def _cli_step(step: str, argv) -> int:
-    """Run ``satkern <step> ...`` in this process (the command calls its library function)."""
+def _cli_step(step: str, argv, label: str) -> int:
+    """Run ``satkern <step> ...`` in this process (the command calls its library function); ``label``: "k/N"."""
     from ..cli import main
 
-    print(f"\nsatkern demo: satkern {' '.join(argv)}", flush=True)
+    print(f"\nsatkern demo {label}: {step}: satkern {' '.join(argv)}", flush=True)
     try:
         return main(argv)
     except Exception:  # a crash in one step must not cost the report of the others: shown, then counted as failed
@@ -53,13 +53,14 @@ def _cli_step(step: str, argv) -> int:
 
 def run(args) -> int:
     from ..analysis import analyze
+    from ..jobs.files import check_out_dir
     from ..report import write_report
 
     t0 = time.perf_counter()
     corpus = args.corpus or str(FIXTURE_CORPUS)
     if not Path(corpus).exists():
         raise FileNotFoundError(f"fixture corpus {corpus} not found (regenerate it with scripts/make_fixture_corpus.py)")
-    root = Path(args.out)
+    root = check_out_dir(args.out)
     skip = {s.strip() for s in args.skip.split(",") if s.strip()}
     unknown = skip - {"segment", "rank"}
     if unknown:
@@ -67,32 +68,37 @@ def run(args) -> int:
     root.mkdir(parents=True, exist_ok=True)
     analyze_dir, segment_dir, rank_dir = root / "analyze", root / "segment", root / "rank"
     args.overwrite = True
+    # the steps that run, numbered k/N in what is printed (a step left out by --skip gets no number)
+    steps = ["analyze"] + [s for s in ("segment", "rank") if s not in skip] + ["report"]
+
+    def label(step: str) -> str:
+        return f"{steps.index(step) + 1}/{len(steps)}"
 
     # 1. analyze, with maps for the report
-    print(f"satkern demo 1/4: analyze {corpus} with {args.model!r} (--maps {args.maps}, --head-maps {args.head_maps})",
-          flush=True)
+    print(f"satkern demo {label('analyze')}: analyze {corpus} with {args.model!r} (--maps {args.maps}, "
+          f"--head-maps {args.head_maps})", flush=True)
     summary = analyze(_config(args, model=args.model, corpus=corpus, out=str(analyze_dir)))
     print_report(analyze_dir, summary)
 
     failed, ran = [], []
     # 2. segmentation from the most diagonal heads (satkern.segment)
     if "segment" in skip:
-        print("\nsatkern demo 2/4: segment skipped (--skip)")
+        print("\nsatkern demo: segment skipped (--skip)")
     else:
         argv = ["segment", "--model", args.model, "--corpus", corpus, "--out", str(segment_dir), "--overwrite", *DEMO_SEGMENT_ARGS]
-        (ran if _cli_step("segment", argv) == 0 else failed).append("segment")
+        (ran if _cli_step("segment", argv, label("segment")) == 0 else failed).append("segment")
 
     # 3. a short importance-ranking run (satkern.rank), orders from analyze's heads.csv
     if "rank" in skip:
-        print("\nsatkern demo 3/4: rank skipped (--skip)")
+        print("\nsatkern demo: rank skipped (--skip)")
     else:
         argv = ["rank", "--model", args.model, "--corpus", corpus, "--out", str(rank_dir),
                 "--heads-from", str(analyze_dir / "heads.csv"), "--overwrite", *DEMO_RANK_ARGS]
-        (ran if _cli_step("rank", argv) == 0 else failed).append("rank")
+        (ran if _cli_step("rank", argv, label("rank")) == 0 else failed).append("rank")
 
     # 4. the report over what this run made (a stale folder of an earlier demo is left out)
     runs = [analyze_dir] + [d for d, step in ((segment_dir, "segment"), (rank_dir, "rank")) if step in ran]
-    print(f"\nsatkern demo 4/4: report from {', '.join(map(str, runs))}", flush=True)
+    print(f"\nsatkern demo {label('report')}: report from {', '.join(map(str, runs))}", flush=True)
     res = write_report(runs, root / "report.html", progress=not args.no_progress and sys.stderr.isatty())
     for part in res.sections_missing:
         print(f"satkern demo: the report has no {part} part")

@@ -58,7 +58,10 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
 
 
 def run(args) -> int:
+    from ..jobs.files import check_out_dir
     from ..pretrain import PretrainConfig, pretrain
+
+    check_out_dir(args.out)  # the one message every command gives for an --out that is a file
 
     cfg = PretrainConfig(corpus=args.corpus, out=args.out, split=args.split, layers=args.layers, hidden=args.hidden,
                          heads=args.heads, ffn=args.ffn, downsample=args.downsample, n_mels=args.n_mels,

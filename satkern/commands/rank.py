@@ -27,7 +27,7 @@ def _int_list(text: str, arg: str):
 
 def add_arguments(ap: argparse.ArgumentParser) -> None:
     add_job_options(ap)
-    ap.add_argument("--heads-from", help="heads.csv of `satkern analyze` for the same model (default: computed "
+    ap.add_argument("--heads-from", help="heads.csv of satkern analyze for the same model (default: computed "
                                          "here on the train split)")
     ap.add_argument("--by", default="G,V,D,W,random",
                     help="comma-separated orders: G, V, D, W, random, gradient (default G,V,D,W,random)")
@@ -74,6 +74,7 @@ def config_from_args(args):
 
 
 def run(args) -> int:
+    from ..jobs.skips import skip_lines
     from ..rank.job import rank, validate_config
 
     config = config_from_args(args)
@@ -81,6 +82,8 @@ def run(args) -> int:
     summary = rank(config)
     for task, why in summary["skipped_tasks"].items():
         print(f"skipped task {task}: {why}")
+    for line in skip_lines(summary["skipped"]):
+        print(line)
     print(f"curves for {len(summary['orders'])} orders and {len(summary['spans'])} spans x "
           f"{len(summary['span_modes'])} modes, tasks {', '.join(summary['tasks']) or '(none)'}; "
           f"{summary['wall_seconds']:.1f} s; outputs in {args.out}/: {', '.join(summary['outputs'])}")

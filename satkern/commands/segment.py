@@ -11,11 +11,12 @@ NAME = "segment"
 HELP = "phoneme segmentation from attention heads, hidden states or MFCC, scored against alignments"
 DESCRIPTION = ("Phoneme boundaries from the rows of attention heads (paper sec. 5), hidden states, log-mel or MFCC "
                "frames with the kernel-gram detector; alpha and beta tuned on --tune-on validation utterances, "
-               "scored (strict hits, R-value) on the rest; Praat TextGrids, a precision-recall curve, summary.json.")
+               "scored (strict hits, R-value) on the rest; Praat TextGrids, a precision-recall curve, summary.json. "
+               "A corpus without alignments is segmented with untuned alpha and beta (TextGrids only, no scores).")
 
 
 def add_arguments(ap: argparse.ArgumentParser) -> None:
-    from ..segment.job import DEFAULT_BETAS, DEFAULT_PR_BETAS
+    from ..segment.job import DEFAULT_BETAS_TEXT, DEFAULT_PR_BETAS, UNTUNED_ALPHA_MULTIPLIER, UNTUNED_BETA
 
     add_job_options(ap, seed_help="seed of the tune split and of random-weight models (default 0)",
                     overwrite_help="replace a previous run in --out")
@@ -25,16 +26,19 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--heads", default="auto",
                     help="'auto' (the --candidates most diagonal heads by D, then the --keep-heads best by tune "
                          "R-value) or LAYER:HEAD,... (0-based)")
-    ap.add_argument("--heads-from", help="heads.csv of `satkern analyze` giving D per head (auto; default: computed "
+    ap.add_argument("--heads-from", help="heads.csv of satkern analyze giving D per head (auto; default: computed "
                                          "over the tune split)")
     ap.add_argument("--candidates", type=int, default=8, help="auto: most diagonal heads considered (default 8)")
     ap.add_argument("--keep-heads", type=int, default=3, help="auto: heads kept by tune R-value (default 3)")
-    ap.add_argument("--tune-on", type=int, default=10, help="validation utterances for the grid search (default 10)")
+    ap.add_argument("--tune-on", type=int, default=10,
+                    help="validation utterances for the grid search (default 10; 0: no tuning, untuned alpha and beta "
+                         "as for a corpus without alignments)")
     ap.add_argument("--alpha-grid", default="auto",
                     help="comma-separated alpha values, or 'auto' (default: 1/16..4 times each feature set's median "
-                         "frame distance)")
-    ap.add_argument("--beta-grid", default=",".join(f"{b:.4g}" for b in DEFAULT_BETAS),
-                    help="comma-separated beta values (default 2^(k/2), k = -4..6)")
+                         f"frame distance; with nothing to tune on, {UNTUNED_ALPHA_MULTIPLIER:g} times it)")
+    ap.add_argument("--beta-grid", default=DEFAULT_BETAS_TEXT,
+                    help="comma-separated beta values (default 2^(k/2), k = -4..6; with nothing to tune on, the "
+                         f"default grid means {UNTUNED_BETA:g})")
     ap.add_argument("--pr-betas", default=",".join(f"{b:.4g}" for b in DEFAULT_PR_BETAS),
                     help="beta values the precision-recall curve sweeps (default 2^(k/4), k = -12..16)")
     ap.add_argument("--tolerance", type=float, default=0.02, help="hit tolerance in seconds (default 0.02)")
@@ -58,23 +62,33 @@ def config_from_args(args):
 
 
 def print_report(out: Path, summary: dict, file=None) -> None:
+    """The scores table (when anything was scored), counts, R-values, skipped files per reason, outputs."""
     file = sys.stdout if file is None else file  # looked up at call time (captured streams)
     import pandas as pd
+
+    from ..jobs.skips import skip_lines
 
     if summary["model"].get("random_weights"):
         print(f"!! RANDOM WEIGHTS: {summary['model']['name']} is untrained -- these scores show the pipeline only",
               file=file)
     df = pd.read_csv(out / "scores.csv", keep_default_na=False)
-    with pd.option_context("display.width", 140, "display.max_rows", 200, "display.float_format", "{:.4f}".format):
-        print(df.to_string(index=False), file=file)
+    if len(df):
+        with pd.option_context("display.width", 140, "display.max_rows", 200, "display.float_format", "{:.4f}".format):
+            print(df.to_string(index=False), file=file)
     c = summary["counts"]
     print(f"\n{c['segmented']} utterances segmented ({c['scored_tune']} tune, {c['scored_test']} test, "
           f"{c['unaligned_segmented']} without alignments), {c['skipped']} skipped; "
           f"{summary['utterances_per_second']:.2f} utterances/s on {summary['device']}", file=file)
-    for name, r in summary["best_r_value"].items():
-        head = f" {r['head']}" if r["head"] else ""
-        test = f"{r['test']:.4f}" if r["test"] is not None else "n/a"
-        print(f"  R-value {name}{head}: test {test}", file=file)
+    scoring = summary.get("scoring") or {}
+    if scoring.get("note"):
+        print(scoring["note"].replace("textgrids/", f"{out / 'textgrids'}/"), file=file)
+    if scoring.get("scored", True):
+        for name, r in summary["best_r_value"].items():
+            head = f" {r['head']}" if r["head"] else ""
+            test = f"{r['test']:.4f}" if r["test"] is not None else "n/a"
+            print(f"  R-value {name}{head}: test {test}", file=file)
+    for line in skip_lines(summary["skipped"]):
+        print(line, file=file)
     print(f"outputs in {out}/: {', '.join(summary['outputs'])}", file=file)
 
 

@@ -24,3 +24,16 @@ def atomic_write_bytes(path, data: bytes) -> None:
 
 def atomic_write_text(path, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def check_out_dir(path, *, arg: str = "--out") -> Path:
+    """``path`` as a :class:`~pathlib.Path` when it can be an output folder: a folder, or not there yet. A
+    file at ``path`` or at one of the folders above it is refused with one line naming ``arg``
+    (``ValueError``), before any work, instead of an ``[Errno 17]`` / ``[Errno 20]`` from ``mkdir`` later."""
+    p = Path(path)
+    for q in (p, *p.parents):
+        if q.exists():
+            if not q.is_dir():
+                raise ValueError(f"{arg}: {q} is a file; expected a directory")
+            break
+    return p

@@ -44,7 +44,7 @@ import torch
 from ..corpus.audio import resampled_length
 from ..corpus.readers import Corpus, discover_corpus
 from ..provenance import device_description, git_commit, versions, weights_checksum
-from .files import atomic_write_text
+from .files import atomic_write_text, check_out_dir
 from .preflight import check_backend, resolve_device
 
 SUMMARY_VERSION = 1
@@ -111,7 +111,8 @@ class CorpusJob:
     # ------------------------------------------------------------------ 2. output folder guard
     def refuse_previous_run(self, markers: Sequence[str], *, resume: bool = False, resumable: bool = True) -> None:
         """``FileExistsError`` when ``--out`` holds a previous run (a file matching one of the glob patterns
-        ``markers``) and neither ``resume`` nor ``overwrite`` was asked for."""
+        ``markers``) and neither ``resume`` nor ``overwrite`` was asked for; ``ValueError`` when ``--out`` is a file."""
+        check_out_dir(self.out)
         if resume or self.config.overwrite or not self.out.is_dir():
             return
         if any(next(self.out.glob(m), None) is not None for m in markers):

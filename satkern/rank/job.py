@@ -418,16 +418,31 @@ def _rank(config, model, spec_head, on_point, log) -> dict:
                 "wide_points": int(sum(1 for t in timings.values()
                                        if not t["forward_spread"] <= WIDE_SPREAD))},
         points={"total": n_points, "distinct": len(setup._memo), "computed_this_run": setup.points_computed,
-                "reused_from_disk": setup.points_reused},
+                "reused_from_disk": setup.points_reused, "repeats": n_points - len(setup._memo)},
         wall_seconds=wall,
         notes=notes,
         outputs=sorted({"curves.csv", "summary.json", *figures} | ({"heads.csv"} if (out / "heads.csv").exists()
                                                                     else set())),
     )
     job.write_summary(summary)
-    log(f"satkern rank: {n_points} points ({setup.points_computed} computed, {setup.points_reused} reused) in "
-        f"{wall:.1f} s; outputs in {out}")
+    log(f"satkern rank: {points_message(summary['points'])}; {wall:.1f} s; outputs in {out}")
     return summary
+
+
+def points_message(points: dict) -> str:
+    """What the curves' points were, in words whose numbers add up to the total (``summary.json`` ``points``):
+    measured in this run, read back from an earlier run's ``points/`` (``--resume``), or a repeat of a point
+    already on the curves (the same pruned set and span: every pruning order starts with no head pruned and
+    ends with all of them pruned), measured once."""
+    total, computed, reused = points["total"], points["computed_this_run"], points["reused_from_disk"]
+    repeats = total - computed - reused
+    parts = [f"{computed} measured in this run"]
+    if reused:
+        parts.append(f"{reused} read back from the earlier run in points/ (--resume)")
+    if repeats:
+        parts.append(f"{repeats} {'repeats' if repeats > 1 else 'a repeat'} of a point already on the curves "
+                     f"(every pruning order starts with no head pruned and ends with all pruned), measured once")
+    return f"{total} points on the curves: " + "; ".join(parts)
 
 
 def _record_backends(job: CorpusJob, utterance) -> None:

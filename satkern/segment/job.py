@@ -6,6 +6,12 @@ acoustic baselines, tuned on validation utterances and scored on the rest.
 1. **Split.** Utterances (sorted by id) with alignments are scored; ``tune_on`` of them, drawn with
    ``seed``, form the *tune* split (validation), the other aligned ones the *test* split.
    Utterances without an alignment are segmented (TextGrids) but not scored.
+   **Nothing to tune on** (no utterance has an alignment, or ``tune_on=0``): no grid search; every
+   feature set is segmented at the untuned ``alpha = UNTUNED_ALPHA_MULTIPLIER x`` its distance scale
+   (over the first ``UNTUNED_SCALE_UTTERANCES`` utterances) and ``beta = UNTUNED_BETA``, or at the one
+   value an explicit grid gives; auto heads are the ``keep_heads`` most diagonal. Aligned utterances,
+   if any, are all scored; with none, scoring is skipped and said so (``summary.json`` ``scoring``,
+   ``notes``), and no ``pr_curve.*`` is written (nothing to draw).
 2. **Heads.** ``heads="auto"``: the ``candidates`` most diagonal heads by D (largest first; from a
    ``heads.csv`` of ``satkern analyze`` or computed with the fused ``distance`` statistic over the
    tune split), of which the ``keep_heads`` with the best tuned R-value on the tune split are kept.
@@ -21,7 +27,8 @@ acoustic baselines, tuned on validation utterances and scored on the rest.
 
 Outputs (in ``out``): ``scores.csv``, ``pr_curve.csv``, ``textgrids/<utterance_id>.TextGrid``,
 ``example.npz``, ``summary.json`` (``"version": 1, "kind": "segment"``), ``pr_curve.png`` /
-``pr_curve.svg``; every file written atomically (temporary file + ``os.replace``). Bad files are
+``pr_curve.svg`` (the ``pr_curve.*`` files and ``example.npz`` only when a test utterance was scored);
+every file written atomically (temporary file + ``os.replace``). Bad files are
 skipped with their reason (``summary.json`` ``skipped``), never fatal.
 """
 from __future__ import annotations
@@ -49,8 +56,16 @@ from .textgrid import textgrid_text
 ALPHA_MULTIPLIERS = (1 / 16, 1 / 8, 1 / 4, 1 / 2, 1.0, 2.0, 4.0)
 # default beta grid: 2^(k/2), k = -4..6 (0.25 .. 8)
 DEFAULT_BETAS = tuple(2.0 ** (k / 2) for k in range(-4, 7))
+DEFAULT_BETAS_TEXT = ",".join(f"{b:.4g}" for b in DEFAULT_BETAS)  # the command line's default --beta-grid
 # precision-recall sweep: 2^(k/4), k = -12..16 (0.125 .. 16)
 DEFAULT_PR_BETAS = tuple(2.0 ** (k / 4) for k in range(-12, 17))
+# With nothing to tune on: alpha = 1/2 x the feature set's distance scale (the middle of ALPHA_MULTIPLIERS; tuned
+# values in docs/results/segment-sat-mini-m3 are 1/4 to 1) and beta = 1 (each row's threshold is its mean
+# kernel value; tuned values 0.71 to 2), over the first UNTUNED_SCALE_UTTERANCES utterances by id.
+UNTUNED_ALPHA_MULTIPLIER = 0.5
+UNTUNED_BETA = 1.0
+UNTUNED_SCALE_UTTERANCES = 10
+NO_ALIGNED = "no aligned utterances to tune or score on"
 SCORE_COLUMNS = ["split", "features", "head", "alpha", "beta", "hits", "n_pred", "n_true", "precision", "recall",
                  "f1", "os", "r_value"]
 PR_COLUMNS = ["features", "head", "alpha", "beta", "precision", "recall", "f1", "r_value"]
@@ -71,7 +86,7 @@ class SegmentConfig(CorpusJobConfig):
     keep_heads: int = 3  # auto: heads kept (best tune R-value)
     tune_on: int = 10  # validation utterances
     alpha_grid: Optional[Sequence[float]] = None  # None: ALPHA_MULTIPLIERS x each feature set's scale
-    beta_grid: Sequence[float] = DEFAULT_BETAS
+    beta_grid: Sequence[float] = DEFAULT_BETAS  # the default grid: UNTUNED_BETA when there is nothing to tune on
     pr_betas: Sequence[float] = DEFAULT_PR_BETAS
     tolerance: float = 0.02
     allow_resample: bool = True
@@ -232,10 +247,17 @@ def segment_corpus(config: SegmentConfig, *, model=None, log: Optional[Callable[
                          f"has {len(aligned)} with alignments)")
     tune_ids = set(u.uid for u in random.Random(config.seed).sample(aligned, min(config.tune_on, len(aligned))))
     tune_utts = [u for u in aligned if u.uid in tune_ids]
+    untuned_why = None  # why alpha and beta are not tuned (nothing to tune on)
     if not tune_utts:
-        if alpha_grid is None or len(alpha_grid) != 1 or len(betas) != 1:
-            raise ValueError("argument '--tune-on': no tune utterances (none with alignments, or --tune-on 0): give "
-                             "exactly one --alpha-grid value and one --beta-grid value")
+        untuned_why = _untuned_reason(config, corpus.layout, len(utts), len(aligned))
+        given_betas = None if _default_betas(betas) else betas
+        for name, grid_values in (("--alpha-grid", alpha_grid), ("--beta-grid", given_betas)):
+            if grid_values is not None and len(grid_values) != 1:
+                raise ValueError(f"{untuned_why}; {name} has {len(grid_values)} values and nothing to tune them on: "
+                                 f"give one value, or leave {name} out for the untuned default")
+        if not aligned and not config.textgrids:
+            raise ValueError(f"{untuned_why}, and --no-textgrids leaves nothing to write")
+        betas = [UNTUNED_BETA] if _default_betas(betas) else betas
 
     L, H = model.num_layers, model.num_heads
     n_hidden = L + 1
@@ -287,9 +309,9 @@ def segment_corpus(config: SegmentConfig, *, model=None, log: Optional[Callable[
                 D = _diagonality_from_csv(config.heads_from, L, H)
                 heads_how = f"auto: {config.candidates} most diagonal by D from {config.heads_from}"
             else:
-                D = _diagonality_over(job, tune_utts or utts[:10], load)
+                D = _diagonality_over(job, tune_utts or utts[:UNTUNED_SCALE_UTTERANCES], load)
                 heads_how = (f"auto: {config.candidates} most diagonal by D over "
-                             f"{'the tune split' if tune_utts else 'the first 10 utterances'}")
+                             f"{'the tune split' if tune_utts else f'the first {UNTUNED_SCALE_UTTERANCES} utterances'}")
             candidates = _most_diagonal(D, min(config.candidates, L * H))
     cand_keys = [attention_key(h) for h in candidates]
     other_keys = [s.name for s in specs if s.kind != "attention"]
@@ -302,10 +324,14 @@ def segment_corpus(config: SegmentConfig, *, model=None, log: Optional[Callable[
 
     # ------------------------------------------------------------------ tune split: features, grid search
     t0 = time.perf_counter()
+    # features computed ahead of the segmentation pass: the tune split's, or with nothing to tune on those of the
+    # utterances the untuned alpha's distance scale comes from
+    pre_utts = tune_utts or (utts[:UNTUNED_SCALE_UTTERANCES] if alpha_grid is None else [])
+    pre_ids = set(u.uid for u in pre_utts)
     stored: Dict[str, Tuple[UtteranceFeatures, np.ndarray, list]] = {}
     capture = HeadMapCapture(model, candidates, backend=config.backend) if candidates else None
     try:
-        for u in job.progress("tune: features", items=tune_utts):
+        for u in job.progress("tune: features" if tune_utts else "alpha scale: features", items=pre_utts):
             got = features_of(u, capture)
             if got is not None:
                 stored[u.uid] = got
@@ -313,7 +339,7 @@ def segment_corpus(config: SegmentConfig, *, model=None, log: Optional[Callable[
         if capture is not None:
             capture.remove()
             job.record_backends(capture.patch)
-    n_tune = len(stored)
+    n_tune = sum(1 for uid in stored if uid in tune_ids)
     keys = cand_keys + other_keys
     alphas_of: Dict[str, List[float]] = {}
     scale_of: Dict[str, Optional[float]] = {}
@@ -324,24 +350,30 @@ def segment_corpus(config: SegmentConfig, *, model=None, log: Optional[Callable[
         scales = [s for s in (_distance_scale(pairwise_distances(f.frames(key))) for f, _, _ in stored.values())
                   if s is not None and s > 0]
         if not scales:
-            raise ValueError(f"satkern segment: cannot derive an alpha grid for {key} (no tune utterance with 2+ "
-                             f"distinct frames); give --alpha-grid")
+            job.undo_folder()
+            if tune_utts:
+                raise ValueError(f"satkern segment: cannot derive an alpha grid for {key} (no tune utterance with 2+ "
+                                 f"distinct frames); give --alpha-grid")
+            raise ValueError(f"{untuned_why}, and the untuned alpha of {key} cannot be derived (none of the first "
+                             f"{UNTUNED_SCALE_UTTERANCES} utterances has 2+ distinct frames); give one --alpha-grid "
+                             f"value")
         scale_of[key] = float(np.median(scales))
-        alphas_of[key] = [m * scale_of[key] for m in ALPHA_MULTIPLIERS]
+        multipliers = ALPHA_MULTIPLIERS if tune_utts else (UNTUNED_ALPHA_MULTIPLIER,)
+        alphas_of[key] = [m * scale_of[key] for m in multipliers]
     grid: Dict[str, np.ndarray] = {k: np.zeros((len(alphas_of[k]), len(betas), 3), dtype=np.int64) for k in keys}
-    for uid in job.progress("tune: grid search", items=list(stored)):
+    for uid in job.progress("tune: grid search", items=[uid for uid in stored if uid in tune_ids]):
         f, true, _ = stored[uid]
         for key in keys:
             grid[key] += _grid_counts(f.frames(key), f.hop[key], true, alphas_of[key], betas, tol)
     tuned: Dict[str, dict] = {}
     for key in keys:
-        if stored:
+        if n_tune:
             ai, bi, s = _best_cell(grid[key])
         else:
             ai, bi, s = 0, 0, None
         tuned[key] = {"alpha": alphas_of[key][ai], "beta": betas[bi], "tune": s}
     if candidates:
-        if explicit_heads is None and stored:
+        if explicit_heads is None and n_tune:
             rank = sorted(candidates, key=lambda h: (-tuned[attention_key(h)]["tune"].r_value, candidates.index(h)))
             kept_heads = rank[: config.keep_heads]
         elif explicit_heads is None:
@@ -366,9 +398,9 @@ def segment_corpus(config: SegmentConfig, *, model=None, log: Optional[Callable[
     capture = HeadMapCapture(model, kept_heads, backend=config.backend) if kept_heads else None
     try:
         for u in job.progress("segment", items=utts):
-            if u.uid in tune_ids:
+            if u.uid in pre_ids:
                 if u.uid not in stored:
-                    continue  # skipped while tuning (reason recorded)
+                    continue  # skipped in the first pass (reason recorded)
                 f, true, segs = stored.pop(u.uid)
             else:
                 got = features_of(u, capture)
@@ -442,20 +474,22 @@ def segment_corpus(config: SegmentConfig, *, model=None, log: Optional[Callable[
             pr_rows.append({"features": feats, "head": head, "alpha": tuned[key]["alpha"], "beta": b,
                             "precision": s.precision, "recall": s.recall, "f1": s.f1, "r_value": s.r_value})
     pr_df = pd.DataFrame(pr_rows, columns=PR_COLUMNS)
-    _write_csv(out / "pr_curve.csv", pr_df)
     if example is not None:
         buf = io.BytesIO()
         np.savez(buf, **example)
         atomic_write_bytes(out / "example.npz", buf.getvalue())
-    from .plot import pr_curve_figure
-
     test_scores = {(_label(*_key_parts(k))): SegmentationScores.from_counts(*counts[k]) for k in kept_keys}
-    fig = pr_curve_figure(pr_df, {lab: (s.recall, s.precision) for lab, s in test_scores.items()} if n_test else None,
-                          title=f"{model.name}: test split, beta swept at the tuned alpha (circle: tuned)")
-    for ext in ("png", "svg"):
-        buf = io.BytesIO()
-        fig.savefig(buf, format=ext, dpi=150)
-        atomic_write_bytes(out / f"pr_curve.{ext}", buf.getvalue())
+    if len(pr_df):  # no test utterance scored: no curve, so no pr_curve.csv and no empty figure
+        from .plot import pr_curve_figure
+
+        _write_csv(out / "pr_curve.csv", pr_df)
+        how = "tuned" if n_tune else "untuned"
+        fig = pr_curve_figure(pr_df, {lab: (s.recall, s.precision) for lab, s in test_scores.items()},
+                              title=f"{model.name}: test split, beta swept at the {how} alpha (circle: {how})")
+        for ext in ("png", "svg"):
+            buf = io.BytesIO()
+            fig.savefig(buf, format=ext, dpi=150)
+            atomic_write_bytes(out / f"pr_curve.{ext}", buf.getvalue())
 
     elapsed = time.perf_counter() - t_start
     seg_time = timing["tune_s"] + timing["segment_s"]
@@ -472,6 +506,7 @@ def segment_corpus(config: SegmentConfig, *, model=None, log: Optional[Callable[
         if fs not in best_r or (fs == "attention" and key == attention_key(best_head)):
             best_r[fs] = entry
     skipped = job.skipped
+    scoring = _scoring_record(untuned_why, alpha_grid, betas, n_tune, n_test, n_segmented, config.textgrids)
     summary = job.summary(
         model={"upsampling": R, "hidden_states": n_hidden},
         tolerance=tol,
@@ -486,10 +521,13 @@ def segment_corpus(config: SegmentConfig, *, model=None, log: Optional[Callable[
                                                if tuned[attention_key(h)]["tune"] is not None else None)
                                 for h in candidates}},
         grids={"alpha": {k: alphas_of[k] for k in keys}, "alpha_scale": scale_of,
-               "alpha_multipliers": None if alpha_grid is not None else list(ALPHA_MULTIPLIERS),
+               "alpha_multipliers": (None if alpha_grid is not None else
+                                     list(ALPHA_MULTIPLIERS) if tune_utts else [UNTUNED_ALPHA_MULTIPLIER]),
                "beta": list(betas), "pr_beta": list(pr_betas)},
         tuned={(_label(*_key_parts(k))): {"alpha": tuned[k]["alpha"], "beta": tuned[k]["beta"]} for k in kept_keys},
         best_r_value=best_r,
+        scoring=scoring,
+        notes=[scoring["note"]] if scoring["note"] else [],
         counts={"utterances_found": n_found, "segmented": n_segmented, "scored_tune": n_tune,
                 "scored_test": n_test, "unaligned_segmented": n_unaligned, "skipped": len(skipped)},
         utterances_per_second=(n_segmented / seg_time) if seg_time > 0 else None,
@@ -503,6 +541,48 @@ def segment_corpus(config: SegmentConfig, *, model=None, log: Optional[Callable[
     summary["outputs"] = sorted(set(summary["outputs"]))
     job.write_summary(summary)
     return summary
+
+
+def _default_betas(betas: Sequence[float]) -> bool:
+    """``betas`` is the default beta grid: :data:`DEFAULT_BETAS`, or the same rounded to the 4 significant digits
+    the command line's default text holds."""
+    return list(betas) in (list(DEFAULT_BETAS), [float(t) for t in DEFAULT_BETAS_TEXT.split(",")])
+
+
+def _untuned_reason(config: SegmentConfig, layout: str, n_utterances: int, n_aligned: int) -> str:
+    """Why there is nothing to tune alpha and beta on, in words that say what is missing."""
+    if n_aligned:
+        return "--tune-on 0: no tune utterances, so alpha and beta are not tuned"
+    if config.alignments:
+        folder = Path(config.alignments)
+        if folder.is_dir():
+            n = sum(1 for f in folder.rglob("*") if f.suffix.lower() == ".textgrid")
+            where = (f"--alignments {folder} holds {n} TextGrid{'s' if n != 1 else ''}, none named like an audio "
+                     f"file of the corpus")
+        else:
+            where = f"--alignments {folder} is not a folder"
+    elif layout == "timit":
+        where = "no .PHN file beside any audio file"
+    elif layout == "manifest":
+        where = "the manifest names no alignment file"
+    else:
+        where = "no TextGrid beside any audio file, and no --alignments folder given"
+    return f"{NO_ALIGNED}: none of the {n_utterances} utterances has an alignment ({where})"
+
+
+def _scoring_record(untuned_why: Optional[str], alpha_grid, betas, n_tune: int, n_test: int, n_segmented: int,
+                    textgrids: bool) -> dict:
+    """``summary.json`` ``scoring``: whether alpha and beta were tuned and the boundaries scored, why not, and the
+    note the report shows."""
+    note = None
+    if untuned_why is not None:
+        alpha = (f"alpha = {UNTUNED_ALPHA_MULTIPLIER:g} x the median frame distance" if alpha_grid is None
+                 else f"alpha = {alpha_grid[0]:g}")
+        note = f"{untuned_why}; {n_segmented} utterances segmented with untuned {alpha}, beta = {betas[0]:g}"
+        note += f"; scored on all {n_test} aligned utterances" if n_test else "; scoring skipped"
+        if textgrids:
+            note += "; TextGrids in textgrids/"
+    return {"tuned": bool(n_tune), "scored": bool(n_test), "untuned_because": untuned_why, "note": note}
 
 
 def _write_csv(path: Path, df) -> None:

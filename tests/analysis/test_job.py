@@ -311,14 +311,18 @@ def test_sigkill_then_resume_cli(tmp_path):
     _close("P_counts", np.load(out / "prm.npz")["P_counts"], np.load(whole / "prm.npz")["P_counts"], atol=1e-8)
 
 
-def test_demo_command_prints_table_categories_and_outputs(tmp_path, capsys):
+def test_demo_command_prints_summary_categories_and_outputs(tmp_path, capsys):
     from satkern.cli import main
 
     rc = main(["demo", "--model", MODEL, "--max-utterances", "3", "--out", str(tmp_path / "demo"), "--no-progress"])
     assert rc == 0
     text = capsys.readouterr().out
     assert "RANDOM WEIGHTS" in text
-    assert "layer  head" in text and "category" in text
+    assert "layer  head" not in text  # the per-head table is in heads.csv, not on the screen
+    m = json.loads((tmp_path / "demo" / "analyze" / "summary.json").read_text())["model"]
+    assert f"per-head table ({m['layers'] * m['heads']} heads: layer, head, G, V, D, W, category): " \
+           f"{tmp_path / 'demo' / 'analyze' / 'heads.csv'}" in text
+    assert "most global: layer " in text and "most vertical: layer " in text and "most diagonal: layer " in text
     assert "categories: global" in text
     assert (f"outputs in {tmp_path / 'demo' / 'analyze'}/: head_maps.npz, heads.csv, maps.npz, prm.npz, "
             f"summary.json, utterances.parquet") in text
