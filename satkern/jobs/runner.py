@@ -16,6 +16,10 @@ own work; its config extends :class:`CorpusJobConfig` and it drives a :class:`Co
    (:meth:`CorpusJob.undo_folder` removes what a job that produced nothing created);
 6. :meth:`CorpusJob.summary` and :meth:`CorpusJob.write_summary`: the one ``summary.json`` schema.
 
+While it runs, :meth:`CorpusJob.progress` / :meth:`CorpusJob.audio_progress` show progress in audio seconds
+and announce very long inputs (:mod:`.progress`); a job whose work can be kept stops cleanly on SIGINT /
+SIGTERM between its units inside :func:`~satkern.jobs.interrupt.stop_between` (:mod:`.interrupt`).
+
 Every job's ``summary.json`` starts with the same keys, of the same shapes (the task's keys follow)::
 
     version   1

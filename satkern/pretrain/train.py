@@ -10,7 +10,10 @@ Outputs in ``out/``: ``states-<step>.ckpt`` (s3prl layout, see :mod:`satkern.pre
 the newest ``keep_checkpoints`` kept), ``loss.csv`` (one row per step), ``config.json`` (the run's
 options), ``summary.json`` (at the end). A killed run continues with ``resume=True`` from its
 newest checkpoint, bit for bit: model, head, optimizer, the torch / numpy / python / masking RNG
-states and the position in the epoch's batch order are all restored.
+states and the position in the epoch's batch order are all restored. On SIGINT or SIGTERM the step
+being taken finishes, a checkpoint of it is written (whatever ``save_every`` says) and
+:class:`satkern.jobs.interrupt.Interrupted` is raised ("interrupted: 2 of 8 steps kept; resume with
+--resume"; the CLI prints it and exits 130 / 143); a second signal stops at once.
 """
 from __future__ import annotations
 

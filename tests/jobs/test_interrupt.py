@@ -129,7 +129,8 @@ def test_sigterm_stops_segment_with_143(tmp_path):
     rc, _, err, _ = run_interrupted(argv, tmp_path / "child", gate=2, gate_on="progress",
                                     signals=(signal.SIGTERM,))
     line = _assert_clean(rc, err, code=143)
-    assert line == "satkern segment: interrupted (SIGTERM): stopped at once", line
+    assert line == ("satkern segment: interrupted (SIGTERM): stopped at once; segment keeps no partial results "
+                    "(it has no --resume): run it again"), line
     assert not (out / "summary.json").exists()
 
 
