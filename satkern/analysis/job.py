@@ -342,9 +342,9 @@ def _analyze(config, dist, model, on_batch, log, t_start, satkern) -> dict:
         audio_seconds = 0.0  # processed in this run (this rank)
         t_run = time.perf_counter()
         last_ck = time.perf_counter()
-        # progress in audio seconds with an ETA (rank 0 shows its shard); long inputs announced on every rank
+        # progress in audio seconds with an ETA, long inputs announced: rank 0 speaks for the job (its shard)
         progress = job.audio_progress("analyze", shard_seconds) if rank0 else AudioProgress(
-            "analyze", shard_seconds, enabled=False, log=log, prefix=f"satkern analyze (rank {dist.rank}): ")
+            "analyze", shard_seconds, enabled=False, log=log)
         n_checkpointed = len(mine_finished)
 
         def checkpoint():

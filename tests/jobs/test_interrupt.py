@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import sys
 import time
@@ -132,6 +133,24 @@ def test_sigterm_stops_segment_with_143(tmp_path):
     assert line == ("satkern segment: interrupted (SIGTERM): stopped at once; segment keeps no partial results "
                     "(it has no --resume): run it again"), line
     assert not (out / "summary.json").exists()
+
+
+def test_sigint_in_a_step_the_demo_runs_stops_the_demo(tmp_path):
+    """demo runs segment through satkern.cli.main: the interrupt goes through that inner main to the demo's,
+    which prints one line of its own (its steps are not resumable) and exits 130."""
+    corpus = tmp_path / "corpus"
+    speaker = "TRAIN/DR1/MKAL0"
+    shutil.copytree(FIXTURE / speaker, corpus / speaker)
+    n = len(list((corpus / speaker).glob("*.WAV")))
+    assert n > 6  # the demo's segment step tunes on 6
+    argv = ["demo", "--model", "tiny-mockingjay-base", "--corpus", corpus, "--out", tmp_path / "demo",
+            "--budget-seconds", "1000", "--maps", "0", "--no-progress"]
+    # progress gate 1: analyze's one batch (budget 1000 s); gate 2: segment's first utterance (its D pass)
+    rc, out, err, _ = run_interrupted(argv, tmp_path / "child", gate=2, gate_on="progress")
+    line = _assert_clean(rc, err)
+    assert line == ("satkern demo: interrupted (SIGINT); the demo keeps no partial results: run it again to start "
+                    "over"), line
+    assert "satkern demo: satkern segment" in out and "demo 3/4" not in out and "report at" not in out
 
 
 def test_half_written_part_is_ignored_by_resume(tmp_path, whole):
