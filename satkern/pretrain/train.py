@@ -283,11 +283,12 @@ def _prepare_out(cfg: PretrainConfig) -> Optional[Path]:
 
 
 def _rewrite_loss_csv(path: Path, max_step: int) -> None:
-    """Keep the rows up to ``max_step`` (a killed run may have logged steps after its last checkpoint)."""
+    """Keep the rows up to ``max_step`` (a killed run may have logged steps after its last checkpoint);
+    a row torn by a kill while it was written (fields missing) is dropped, not trusted."""
     rows = []
     if path.is_file():
         with open(path, newline="") as f:
-            rows = [r for r in csv.DictReader(f) if int(r["step"]) <= max_step]
+            rows = [r for r in csv.DictReader(f) if None not in r.values() and int(r["step"]) <= max_step]
     tmp = path.with_name(path.name + ".tmp")
     with open(tmp, "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=LOSS_COLUMNS)
