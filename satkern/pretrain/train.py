@@ -419,7 +419,8 @@ def pretrain(cfg: PretrainConfig) -> Dict[str, Any]:
                     writer.writerow([step, epoch, f"{last_loss:.6f}", f"{lr:.3e}", int(label.sum()), f"{elapsed:.1f}"])
                     csv_file.flush()
                     bar.update(1)
-                    bar.set_postfix(loss=f"{last_loss:.4f}", audio_s_per_s=f"{frames_seen * hop_s / max(elapsed, 1e-9):.1f}")
+                    bar.set_postfix(loss=f"{last_loss:.4f}",
+                                    audio_s_per_s=f"{frames_seen * hop_s / max(elapsed, 1e-9):.1f}")
                     if monitor is not None and (step % cfg.monitor_every == 0 or step == cfg.steps):
                         m0 = time.perf_counter()
                         row = measure(model, head, held)
@@ -427,8 +428,9 @@ def pretrain(cfg: PretrainConfig) -> Dict[str, Any]:
                         spent = time.perf_counter() - m0
                         monitor_seconds += spent
                         t0 += spent  # elapsed_s and the throughput count training only
-                        bar.write(f"step {step}: held-out L1 ratio {row['ratio']:.3f}, {row['local_heads']} local heads, "
-                                  f"most local {row['min_distance']:.1f} frames, median {row['median_distance']:.1f}")
+                        bar.write(f"step {step}: held-out L1 ratio {row['ratio']:.3f}, {row['local_heads']} local "
+                                  f"heads, most local {row['min_distance']:.1f} frames, median "
+                                  f"{row['median_distance']:.1f}")
                     if step % cfg.save_every == 0 or step == cfg.steps:
                         next_epoch, next_pos = (epoch + 1, 0) if pos >= len(batches) else (epoch, pos)
                         save(step, next_epoch, next_pos)
