@@ -6,6 +6,7 @@ import argparse
 import importlib
 import re
 import os
+import signal
 import sys
 from typing import List, Optional
 
@@ -46,17 +47,31 @@ def build_parser():
 def main(argv: Optional[List[str]] = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     from .jobs import ResumeError
+    from .jobs.interrupt import Interrupted, handle_stop_signals
     from .ops import BackendUnavailable
 
     # a bad argument, corpus or model spec: one line, no traceback
     one_line_errors = (ValueError, FileNotFoundError, FileExistsError, ResumeError, BackendUnavailable)
     ap, modules = build_parser()
     args = ap.parse_args(argv)
-    try:
-        return modules[args.command].run(args)
-    except one_line_errors as e:
-        print(f"satkern {args.command}: error: {_one_line(e)}", file=sys.stderr)
-        return 2
+    # SIGINT / SIGTERM: the job stops cleanly (satkern.jobs.interrupt), one line, exit 128 + signal;
+    # a command run by another command (demo's steps) lets the interrupt through to the outer one
+    with handle_stop_signals(label=f"satkern {args.command}: ") as outermost:
+        try:
+            return modules[args.command].run(args)
+        except one_line_errors as e:
+            print(f"satkern {args.command}: error: {_one_line(e)}", file=sys.stderr)
+            return 2
+        except KeyboardInterrupt as e:  # Interrupted, or a Ctrl-C met where no handler was installed
+            if not outermost:
+                raise
+            if not isinstance(e, Interrupted):
+                e = Interrupted(signal.SIGINT, "interrupted (SIGINT): stopped at once")
+            restate = getattr(modules[args.command], "interrupted", None)  # a command that knows what is kept
+            if restate is not None:
+                e = restate(e)
+            print(f"satkern {args.command}: {_one_line(e.message)}", file=sys.stderr, flush=True)
+            return e.exit_code
 
 
 def _one_line(error: BaseException) -> str:
@@ -67,12 +82,19 @@ def _one_line(error: BaseException) -> str:
 
 
 def run_and_exit(argv: Optional[List[str]] = None) -> None:
-    """``main`` then exit; under torchrun without interpreter finalization: gloo's worker threads can
-    abort the process while it tears down (SIGABRT, "terminate called without an active exception",
-    pytorch/pytorch#179291), which torchrun then reports as a failed job although every output was
-    already written (atomically, fsynced) and the process group destroyed."""
-    rc = main(argv)
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+    """``main`` then exit; interrupted (130 / 143) or under torchrun, without interpreter finalization.
+    Interrupted: to stop promptly (tearing down torch and transformers takes seconds). Under torchrun:
+    gloo's worker threads can abort the process while it tears down (SIGABRT, "terminate called without
+    an active exception", pytorch/pytorch#179291), which torchrun then reports as a failed job although
+    every output was already written (atomically, fsynced) and the process group destroyed."""
+    try:
+        rc = main(argv)
+    except KeyboardInterrupt:  # before main installed its handlers (while importing, parsing)
+        print("satkern: interrupted (SIGINT): stopped at once", file=sys.stderr, flush=True)
+        rc = 128 + int(signal.SIGINT)
+    # interrupted (130, 143): what is kept is written (atomically, fsynced) and the job's resources released;
+    # exit without the seconds of module teardown a torch + transformers interpreter takes, so a stop is prompt
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 or rc in (128 + int(signal.SIGINT), 128 + int(signal.SIGTERM)):
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(rc)

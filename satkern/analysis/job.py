@@ -16,7 +16,12 @@ relation sums (P'_u and P_U,u; sec. 6), and writes into the output folder:
 
 Reliability: bad files are skipped with a reason; the accumulators and the set of finished
 utterances are checkpointed atomically (``DIR/checkpoint/``) every ``checkpoint_seconds``;
-``resume=True`` continues from the checkpoint and ends with the same results. Under
+``resume=True`` continues from the checkpoint and ends with the same results. On SIGINT or SIGTERM
+the batch being computed finishes, a checkpoint is written and :class:`satkern.jobs.Interrupted`
+is raised ("interrupted: 12 of 30 utterances kept; resume with --resume"; the CLI prints that line
+and exits 130 / 143); a second signal stops at once, the last checkpoint kept. Progress is counted
+in audio seconds, and an input longer than ``satkern.jobs.LONG_INPUT_FRAMES`` attention frames is
+announced with its estimated time. Under
 ``torchrun`` the utterances are sharded across ranks and the sums all-reduced (gloo on CPU,
 NCCL on CUDA); rank 0 writes the outputs (``DIR`` must be on a file system all ranks share).
 """
@@ -38,7 +43,8 @@ from ..corpus.batching import BatchDataset, plan_batches
 from ..corpus.audio import resampled_length
 from ..corpus.phones import TIMIT39, fold_39
 from ..corpus.readers import collect_labels
-from ..jobs import CorpusJob, CorpusJobConfig, ResumeError, backend_error
+from ..jobs import (AudioProgress, CorpusJob, CorpusJobConfig, ResumeError, backend_error, ignore_stop_signals,
+                    stop_between)
 from .accumulate import METRICS, Accumulator
 from .output import atomic_write_bytes, write_heads_csv, write_prm, write_utterances
 
@@ -118,13 +124,12 @@ def _identity(x):
     return x
 
 
-def _fmt_hours(seconds: float) -> str:
-    return f"{seconds / 3600:.3f} h"
-
-
 class _Checkpointer:
     """Per-rank checkpoint ``DIR/checkpoint/rank{r}-of-{w}.pt``: accumulators, finished ids,
-    skipped files, per-utterance part files, written atomically (tmp + os.replace)."""
+    skipped files and the names of the per-utterance part files (``DIR/checkpoint/parts/``), written
+    atomically (tmp + fsync + os.replace) after the parts it names: the ``.pt`` is the manifest, and
+    ``--resume`` reads only the parts it names (a part, or a temporary file, that a kill left behind
+    unnamed is ignored and later overwritten or removed with the folder)."""
 
     def __init__(self, out: Path, dist: _Dist):
         self.dir = out / "checkpoint"
@@ -143,7 +148,11 @@ class _Checkpointer:
         atomic_write_bytes(self.path, buf.getvalue())
 
     def load(self, path: Path) -> dict:
-        return torch.load(path, map_location="cpu", weights_only=False)
+        try:
+            return torch.load(path, map_location="cpu", weights_only=False)
+        except Exception as e:  # written atomically, so only damage from outside gets here
+            raise ResumeError(f"satkern analyze --resume: {path} cannot be read ({type(e).__name__}: {e}); "
+                              f"start over with --overwrite") from None
 
 
 def analyze(config: AnalyzeConfig, *, model=None, on_batch: Optional[Callable[[int, List[str]], None]] = None,
@@ -274,19 +283,6 @@ def _analyze(config, dist, model, on_batch, log, t_start, satkern) -> dict:
 
     n_prior = len(mine_finished)
 
-    # ---------------------------------------------------------------- output folder (only now: a job that
-    # fails on its corpus, model or arguments leaves nothing behind)
-    if dist.enabled:
-        import torch.distributed as tdist
-
-        tdist.barrier()  # every rank has checked before rank 0 clears anything
-    created_ck = not ck.dir.exists()
-    if rank0:  # a fresh run leaves no output of an earlier one behind
-        job.prepare_folder(STALE_OUTPUTS, resume=config.resume)
-        ck.parts_dir.mkdir(parents=True, exist_ok=True)
-    if dist.enabled:
-        tdist.barrier()
-
     # ---------------------------------------------------------------- shard + batches
     todo = [u for u in utts if u.uid not in finished]
     by_len = sorted(todo, key=lambda u: (-resampled_length(u.num_samples, u.sample_rate, rate), u.uid))
@@ -297,136 +293,173 @@ def _analyze(config, dist, model, on_batch, log, t_start, satkern) -> dict:
     elif config.order != "length":
         raise ValueError(f"satkern analyze: order must be 'length' or 'shuffle'; got {config.order!r}")
     shard_seconds = sum(u.duration for u in shard)
-    ds = BatchDataset(batches, rate, with_alignments=corpus.has_alignments, tier=config.phone_tier, label_map=label_map,
-                      allow_resample=config.allow_resample)
-    loader = torch.utils.data.DataLoader(ds, batch_size=None, shuffle=False, num_workers=config.workers,
-                                         collate_fn=_identity, prefetch_factor=2 if config.workers else None,
-                                         persistent_workers=False)
+    n_total = len(utts)
 
-    n_skipped_now = len(job.skipped)
-    log(f"satkern analyze: {model.name} ({model.family}, {rate} Hz, {model.frame_stride} samples/frame) on "
-        f"{corpus.layout} corpus {config.corpus}: {found_count} utterances found"
-        + (f" ({config.max_utterances} at most analyzed)" if config.max_utterances is not None else "")
-        + (f", {n_skipped_now} skipped so far (reasons in summary.json)" if n_skipped_now else "")
-        + (f", {len(finished)} done before" if finished else "")
-        + f", {len(todo)} to run"
-        + (f"; phone relations over {len(labels)} labels" if use_labels else "; no alignments: no phone relations")
-        + (f" ({unaligned} utterances without an alignment count in G/V/D/W only)" if unaligned else "")
-        + (f"; rank {dist.rank}/{dist.world}" if dist.enabled else ""))
+    kept_count = len(finished)  # utterances the checkpoint on disk holds (with --resume: the one resumed from)
 
-    # ---------------------------------------------------------------- run
-    h = satkern.patch(model, stats=stats, backend=config.backend)
-    if acc is None:
-        acc = Accumulator(h.num_layers, h.num_heads, len(labels) if use_labels else 0)
-    acc.check_shape(h.num_layers, h.num_heads, len(labels) if use_labels else 0)
-    rows: List[dict] = []
-    conversions: List[dict] = list(prior_conversions)  # resampled / down-mixed utterances
-    unaligned_done: List[str] = list(prior_unaligned)  # analyzed without an alignment (not in the maps)
-    chunked_done: List[str] = list(prior_chunked)  # run in s3prl sequence_length chunks
-    nan_done: List[dict] = list(prior_nan)  # utterances whose attention had NaN rows, and where
-    wait_s = load_s = compute_s = 0.0
-    audio_seconds = 0.0  # processed in this run (this rank)
-    t_run = time.perf_counter()
-    last_ck = time.perf_counter()
-    bar = job.progress("analyze", total=len(shard)) if rank0 else None
+    def kept_note(where: str = "") -> str:
+        if not kept_count:
+            return "nothing kept (no checkpoint written yet)"
+        return f"{kept_count} of {n_total} utterances kept{where}; resume with --resume"
 
-    def checkpoint():
-        nonlocal rows, last_ck
-        if rows:
-            name = f"rank{dist.rank}-{len(parts):06d}.parquet"
-            write_utterances(ck.parts_dir / name, rows)
-            parts.append(name)
-            rows = []
-        ck.save({"version": CHECKPOINT_VERSION, "fingerprint": fingerprint, "acc": acc.state(),
-                 "finished": mine_finished, "skipped": load_skipped, "parts": parts,
-                 "conversions": conversions, "unaligned": unaligned_done, "chunked": chunked_done,
-                 "nan": nan_done, "elapsed": prior_elapsed + time.perf_counter() - t_run})
+    # SIGINT / SIGTERM from here on: the batch being computed finishes, a checkpoint is written and the job
+    # stops (satkern.jobs.interrupt); a second signal stops at once, the last checkpoint kept
+    with stop_between("batch", note=kept_note(" in the checkpoint")) as stop:
+        # ------------------------------------------------------------ output folder (only now: a job that
+        # fails on its corpus, model or arguments leaves nothing behind)
+        if dist.enabled:
+            import torch.distributed as tdist
+
+            tdist.barrier()  # every rank has checked before rank 0 clears anything
+        created_ck = not ck.dir.exists()
+        if rank0:  # a fresh run leaves no output of an earlier one behind
+            job.prepare_folder(STALE_OUTPUTS, resume=config.resume)
+            ck.parts_dir.mkdir(parents=True, exist_ok=True)
+        if dist.enabled:
+            tdist.barrier()
+
+        ds = BatchDataset(batches, rate, with_alignments=corpus.has_alignments, tier=config.phone_tier,
+                          label_map=label_map, allow_resample=config.allow_resample)
+        loader = torch.utils.data.DataLoader(ds, batch_size=None, shuffle=False, num_workers=config.workers,
+                                             collate_fn=_identity, prefetch_factor=2 if config.workers else None,
+                                             persistent_workers=False,
+                                             worker_init_fn=ignore_stop_signals if config.workers else None)
+
+        n_skipped_now = len(job.skipped)
+        log(f"satkern analyze: {model.name} ({model.family}, {rate} Hz, {model.frame_stride} samples/frame) on "
+            f"{corpus.layout} corpus {config.corpus}: {found_count} utterances found"
+            + (f" ({config.max_utterances} at most analyzed)" if config.max_utterances is not None else "")
+            + (f", {n_skipped_now} skipped so far (reasons in summary.json)" if n_skipped_now else "")
+            + (f", {len(finished)} done before" if finished else "")
+            + f", {len(todo)} to run ({shard_seconds:.1f} s of audio"
+            + (" on this rank" if dist.enabled else "") + ")"
+            + (f"; phone relations over {len(labels)} labels" if use_labels else "; no alignments: no phone relations")
+            + (f" ({unaligned} utterances without an alignment count in G/V/D/W only)" if unaligned else "")
+            + (f"; rank {dist.rank}/{dist.world}" if dist.enabled else ""))
+
+        # ------------------------------------------------------------ run
+        h = satkern.patch(model, stats=stats, backend=config.backend)
+        if acc is None:
+            acc = Accumulator(h.num_layers, h.num_heads, len(labels) if use_labels else 0)
+        acc.check_shape(h.num_layers, h.num_heads, len(labels) if use_labels else 0)
+        rows: List[dict] = []
+        conversions: List[dict] = list(prior_conversions)  # resampled / down-mixed utterances
+        unaligned_done: List[str] = list(prior_unaligned)  # analyzed without an alignment (not in the maps)
+        chunked_done: List[str] = list(prior_chunked)  # run in s3prl sequence_length chunks
+        nan_done: List[dict] = list(prior_nan)  # utterances whose attention had NaN rows, and where
+        wait_s = load_s = compute_s = 0.0
+        audio_seconds = 0.0  # processed in this run (this rank)
+        t_run = time.perf_counter()
         last_ck = time.perf_counter()
+        # progress in audio seconds with an ETA, long inputs announced: rank 0 speaks for the job (its shard)
+        progress = job.audio_progress("analyze", shard_seconds) if rank0 else AudioProgress(
+            "analyze", shard_seconds, enabled=False, log=log)
+        n_checkpointed = len(mine_finished)
 
-    b_index = 0
-    try:
-        it = iter(loader)
-        while True:
-            t0 = time.perf_counter()
-            try:
-                items, t_load = next(it)
-            except StopIteration:
-                break
-            wait_s += time.perf_counter() - t0
-            load_s += t_load
-            t1 = time.perf_counter()
-            good = []
-            for it_ in items:
-                if it_.waveform is None:
-                    load_skipped.append({"utterance": it_.uid, "path": it_.path, "reason": it_.error})
-                    mine_finished.append(it_.uid)
-                else:
-                    good.append(it_)
-                    if model.num_chunks(len(it_.waveform)) > 1:
-                        chunked_done.append(it_.uid)
-                    if it_.source_rate != rate or it_.channels != 1:
-                        conversions.append({"utterance": it_.uid, "path": it_.path, "sample_rate": it_.source_rate,
-                                            "channels": it_.channels, "resampled": it_.source_rate != rate,
-                                            "downmixed": it_.channels != 1})
-            if good:
-                inputs, frame_lengths = model.prepare([g.waveform for g in good])
-                if use_labels:
-                    T = int(frame_lengths.max())
-                    W = torch.zeros(len(good), T, len(labels), dtype=torch.float32)
-                    for i, g in enumerate(good):
-                        n = int(frame_lengths[i])
-                        if g.segments is None:  # no alignment: in G/V/D/W, left out of the relation maps
-                            unaligned_done.append(g.uid)
-                            continue
-                        W[i, :n] = model.label_weights(g.segments, len(g.waveform), label_index)
-                    h.set_labels(W.to(device))
+        def checkpoint():
+            # the part files first, then the rank's .pt naming them (the manifest: --resume reads only the
+            # parts it names, so a part written before a kill that the .pt does not name is never used)
+            nonlocal rows, last_ck, n_checkpointed, kept_count
+            if rows:
+                name = f"rank{dist.rank}-{len(parts):06d}.parquet"
+                write_utterances(ck.parts_dir / name, rows)
+                parts.append(name)
+                rows = []
+            ck.save({"version": CHECKPOINT_VERSION, "fingerprint": fingerprint, "acc": acc.state(),
+                     "finished": mine_finished, "skipped": load_skipped, "parts": parts,
+                     "conversions": conversions, "unaligned": unaligned_done, "chunked": chunked_done,
+                     "nan": nan_done, "elapsed": prior_elapsed + time.perf_counter() - t_run})
+            last_ck = time.perf_counter()
+            n_checkpointed = len(mine_finished)
+            kept_count = len(set(finished) | set(mine_finished))
+            stop.note = kept_note(" in the last checkpoint")
+
+        b_index = 0
+        try:
+            it = iter(loader)
+            while True:
+                if stop:  # a signal came: keep what is finished, then stop
+                    if len(mine_finished) > n_checkpointed:
+                        checkpoint()
+                    raise stop.interrupted(f"interrupted: {kept_note()}" if kept_count else
+                                           "interrupted before the first batch finished; nothing kept")
+                t0 = time.perf_counter()
                 try:
-                    with torch.inference_mode():
-                        model.forward(inputs)  # GroupNorm front ends run per utterance: batching changes nothing
-                except BackendUnavailable as e:
-                    raise backend_error(config.backend, e) from None
-                m = h.metrics  # warns once if a head had a NaN row
-                lengths = h.lengths
-                nan = h.nan_heads
-                for i in nan.any(-1).any(-1).nonzero().flatten().tolist():
-                    nan_done.append({"utterance": good[i].uid,
-                                     "heads": [[int(l), int(hd)] for l, hd in nan[i].nonzero().tolist()]})
-                prm = (h.prm_counts, h.prm_base, h.prm_utterances) if use_labels else None
+                    items, t_load = next(it)
+                except StopIteration:
+                    break
+                wait_s += time.perf_counter() - t0
+                load_s += t_load
+                t1 = time.perf_counter()
+                good = []
+                for it_ in items:
+                    if it_.waveform is None:
+                        load_skipped.append({"utterance": it_.uid, "path": it_.path, "reason": it_.error})
+                        mine_finished.append(it_.uid)
+                    else:
+                        good.append(it_)
+                        if model.num_chunks(len(it_.waveform)) > 1:
+                            chunked_done.append(it_.uid)
+                        if it_.source_rate != rate or it_.channels != 1:
+                            conversions.append({"utterance": it_.uid, "path": it_.path,
+                                                "sample_rate": it_.source_rate, "channels": it_.channels,
+                                                "resampled": it_.source_rate != rate, "downmixed": it_.channels != 1})
                 batch_audio = sum(len(g.waveform) for g in good) / rate
-                acc.add(m, lengths, prm, audio_seconds=batch_audio)
-                h.reset()
-                mine_finished.extend(g.uid for g in good)
-                audio_seconds += batch_audio
-                if config.per_utterance:
-                    for i, g in enumerate(good):
-                        for l in range(h.num_layers):
-                            for hd in range(h.num_heads):
-                                rows.append({"utterance": g.uid, "duration": len(g.waveform) / rate,
-                                             "frames": int(lengths[i]), "layer": l,
-                                             "head": hd, **{k: (float(getattr(m, k)[i, l, hd]) if getattr(m, k) is not None
-                                                                else float("nan")) for k in METRICS}})
-            compute_s += time.perf_counter() - t1
-            if bar is not None:
-                el = time.perf_counter() - t_run
-                bar.update(len(items))
-                bar.set_postfix_str(f"{_fmt_hours(audio_seconds)} audio, "
-                                    f"{audio_seconds / max(el, 1e-9):.1f}x real time")
-            due = (time.perf_counter() - last_ck >= config.checkpoint_seconds
-                   or (config.checkpoint_batches and (b_index + 1) % config.checkpoint_batches == 0))
-            if due:
-                checkpoint()
-            if on_batch is not None:
-                on_batch(b_index, [it_.uid for it_ in items])
-            b_index += 1
-        checkpoint()
-    except BaseException:
-        if len(mine_finished) == n_prior and not finished and rank0:
-            job.undo_folder([ck.dir] if created_ck else [])  # failed before its first batch
-        raise
-    finally:
-        h.remove()
-        if bar is not None:
-            bar.close()
+                if good:
+                    progress.before([(g.path, len(g.waveform) / rate, *job.frames_of(len(g.waveform)))
+                                     for g in good])
+                    inputs, frame_lengths = model.prepare([g.waveform for g in good])
+                    if use_labels:
+                        T = int(frame_lengths.max())
+                        W = torch.zeros(len(good), T, len(labels), dtype=torch.float32)
+                        for i, g in enumerate(good):
+                            n = int(frame_lengths[i])
+                            if g.segments is None:  # no alignment: in G/V/D/W, left out of the relation maps
+                                unaligned_done.append(g.uid)
+                                continue
+                            W[i, :n] = model.label_weights(g.segments, len(g.waveform), label_index)
+                        h.set_labels(W.to(device))
+                    try:
+                        with torch.inference_mode():
+                            model.forward(inputs)  # GroupNorm front ends run per utterance: batching changes nothing
+                    except BackendUnavailable as e:
+                        raise backend_error(config.backend, e) from None
+                    m = h.metrics  # warns once if a head had a NaN row
+                    lengths = h.lengths
+                    nan = h.nan_heads
+                    for i in nan.any(-1).any(-1).nonzero().flatten().tolist():
+                        nan_done.append({"utterance": good[i].uid,
+                                         "heads": [[int(l), int(hd)] for l, hd in nan[i].nonzero().tolist()]})
+                    prm = (h.prm_counts, h.prm_base, h.prm_utterances) if use_labels else None
+                    acc.add(m, lengths, prm, audio_seconds=batch_audio)
+                    h.reset()
+                    mine_finished.extend(g.uid for g in good)
+                    audio_seconds += batch_audio
+                    if config.per_utterance:
+                        for i, g in enumerate(good):
+                            for l in range(h.num_layers):
+                                for hd in range(h.num_heads):
+                                    rows.append({"utterance": g.uid, "duration": len(g.waveform) / rate,
+                                                 "frames": int(lengths[i]), "layer": l, "head": hd, **{k: (float(getattr(m, k)[i, l, hd])
+                                                                   if getattr(m, k) is not None else float("nan"))
+                                                                for k in METRICS}})
+                    progress.after(batch_audio)
+                compute_s += time.perf_counter() - t1
+                due = (time.perf_counter() - last_ck >= config.checkpoint_seconds
+                       or (config.checkpoint_batches and (b_index + 1) % config.checkpoint_batches == 0))
+                if due:
+                    checkpoint()
+                if on_batch is not None:
+                    on_batch(b_index, [it_.uid for it_ in items])
+                b_index += 1
+            checkpoint()
+        except BaseException:
+            if len(mine_finished) == n_prior and not finished and rank0:
+                job.undo_folder([ck.dir] if created_ck else [])  # failed before its first batch
+            raise
+        finally:
+            h.remove()
+            progress.close()
     run_s = time.perf_counter() - t_run
 
     # ---------------------------------------------------------------- reduce

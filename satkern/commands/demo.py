@@ -106,3 +106,10 @@ def run(args) -> int:
           (f"; steps that failed: {', '.join(failed)}" if failed else ""))
     print(f"satkern demo: report at {res.path.resolve()} ({res.size_bytes / 1e6:.2f} MB)", flush=True)
     return 1 if failed else 0
+
+
+def interrupted(e):
+    """What ``satkern demo`` says when SIGINT / SIGTERM stops it (``satkern.cli`` asks): its steps run with
+    --overwrite, so nothing is resumed; the step's own line would point at a --resume the demo does not have."""
+    return e.restated(f"interrupted ({e.signal_name}); the demo keeps no partial results: run it again to start "
+                      f"over")

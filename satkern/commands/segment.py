@@ -104,3 +104,10 @@ def run(args) -> int:
     summary = segment_corpus(config_from_args(args))
     print_report(Path(args.out), summary)
     return 0
+
+
+def interrupted(e):
+    """What ``satkern segment`` says when SIGINT / SIGTERM stops it (``satkern.cli`` asks): it stops at once
+    and keeps nothing to resume."""
+    return e.restated(f"interrupted ({e.signal_name}): stopped at once; segment keeps no partial results (it has "
+                      f"no --resume): run it again")

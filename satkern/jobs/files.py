@@ -1,6 +1,6 @@
 """Atomic file writes for every job's outputs (and the report): a temporary file beside the target,
-fsynced, then ``os.replace``, so a killed job never leaves a half-written file under an output's name
-(nor, when the write itself fails, the temporary file)."""
+fsynced, then ``os.replace`` and the folder fsynced, so a killed job never leaves a half-written file
+under an output's name (nor, when the write itself fails, the temporary file)."""
 from __future__ import annotations
 
 import os
@@ -17,9 +17,25 @@ def atomic_write_bytes(path, data: bytes) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+        fsync_folder(path.parent)
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+def fsync_folder(folder) -> None:
+    """Make a rename in ``folder`` durable (POSIX: fsync the directory); best effort, a no-op where
+    directories cannot be opened (Windows)."""
+    try:
+        fd = os.open(str(folder), os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 def atomic_write_text(path, text: str) -> None:

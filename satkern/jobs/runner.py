@@ -16,6 +16,10 @@ own work; its config extends :class:`CorpusJobConfig` and it drives a :class:`Co
    (:meth:`CorpusJob.undo_folder` removes what a job that produced nothing created);
 6. :meth:`CorpusJob.summary` and :meth:`CorpusJob.write_summary`: the one ``summary.json`` schema.
 
+While it runs, :meth:`CorpusJob.progress` / :meth:`CorpusJob.audio_progress` show progress in audio seconds
+and announce very long inputs (:mod:`.progress`); a job whose work can be kept stops cleanly on SIGINT /
+SIGTERM between its units inside :func:`~satkern.jobs.interrupt.stop_between` (:mod:`.interrupt`).
+
 Every job's ``summary.json`` starts with the same keys, of the same shapes (the task's keys follow)::
 
     version   1
@@ -37,15 +41,16 @@ import shutil
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable, List, Optional, Sequence
+from typing import Callable, Iterable, List, Optional, Sequence, Tuple
 
 import torch
 
 from ..corpus.audio import resampled_length
-from ..corpus.readers import Corpus, discover_corpus
+from ..corpus.readers import Corpus, Utterance, discover_corpus
 from ..provenance import device_description, git_commit, versions, weights_checksum
 from .files import atomic_write_text, check_out_dir
 from .preflight import check_backend, resolve_device
+from .progress import AudioProgress
 
 SUMMARY_VERSION = 1
 JOB_KINDS = ("analyze", "segment", "rank")
@@ -244,12 +249,41 @@ class CorpusJob:
 
     def progress(self, desc: str, *, total: Optional[int] = None, items=None, unit: str = "utt"):
         """A progress bar on stderr when ``config.progress``: over ``items`` (returned as they are when
-        off), or one to update by hand for ``total`` steps (``None`` when off)."""
+        off), or one to update by hand for ``total`` steps (``None`` when off). Over utterances (``items``
+        of :class:`~satkern.corpus.Utterance`, the model loaded) the bar counts audio seconds and a
+        very long input is announced (:meth:`audio_progress`), with or without the bar."""
+        if items is not None and self.model is not None:
+            items = list(items)
+            if items and all(isinstance(u, Utterance) for u in items):
+                return self._over_utterances(desc, items)
         if not self.config.progress:
             return items
         from tqdm import tqdm
 
         return tqdm(items, total=total, unit=unit, desc=desc, dynamic_ncols=True, file=sys.stderr)
+
+    def audio_progress(self, desc: str, total_seconds: float) -> AudioProgress:
+        """Progress over audio (:class:`satkern.jobs.progress.AudioProgress`): a bar in audio seconds with
+        an ETA when ``config.progress``, and the line before an input of more than
+        :data:`~satkern.jobs.progress.LONG_INPUT_FRAMES` attention frames (always)."""
+        return AudioProgress(desc, total_seconds, enabled=self.config.progress, log=self.log,
+                             prefix=f"satkern {self.kind}: ")
+
+    def frames_of(self, num_samples: int) -> Tuple[int, int]:
+        """``(frames per layer, chunks)`` of an utterance of ``num_samples`` samples at the model's rate."""
+        return int(self.model.num_frames(num_samples)), int(self.model.num_chunks(num_samples))
+
+    def _over_utterances(self, desc: str, utterances: list):
+        rate = int(self.model.sample_rate)
+        progress = self.audio_progress(desc, sum(u.duration for u in utterances))
+        try:
+            for u in utterances:
+                frames, chunks = self.frames_of(resampled_length(u.num_samples, u.sample_rate, rate))
+                progress.before([(u.audio, u.duration, frames, chunks)])
+                yield u
+                progress.after(u.duration)
+        finally:
+            progress.close()
 
     # ------------------------------------------------------------------ 6. summary.json
     def summary(self, *, model: Optional[dict] = None, corpus: Optional[dict] = None, **task) -> dict:

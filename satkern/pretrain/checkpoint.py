@@ -31,11 +31,20 @@ def checkpoint_name(step: int) -> str:
 
 
 def atomic_save(obj: Any, path) -> None:
+    """``torch.save`` to a temporary name in the same folder (which :func:`latest_checkpoint` never
+    picks), fsynced, then ``os.replace``: a kill at any moment leaves either the old file or the whole
+    new one under ``path``, never a torn checkpoint that ``--resume`` would trust."""
+    from ..jobs.files import fsync_folder
+
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     try:
-        torch.save(obj, tmp)
+        with open(tmp, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
         os.replace(tmp, path)
+        fsync_folder(path.parent)
     finally:
         if tmp.exists():
             tmp.unlink()

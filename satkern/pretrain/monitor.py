@@ -114,12 +114,13 @@ class MonitorLog:
         self.columns = SUMMARY_COLUMNS + head_columns(layers, heads)
 
     def trim(self, max_step: int) -> None:
-        """Keep the rows up to ``max_step`` (a killed run may have measured after its last checkpoint);
-        creates the file with its header when missing. Written atomically."""
+        """Keep the rows up to ``max_step`` (a killed run may have measured after its last checkpoint; a
+        row torn while it was written, fields missing, is dropped); creates the file with its header when
+        missing. Written atomically."""
         rows = []
         if self.path.is_file():
             with open(self.path, newline="") as f:
-                rows = [r for r in csv.DictReader(f) if int(r["step"]) <= max_step]
+                rows = [r for r in csv.DictReader(f) if None not in r.values() and int(r["step"]) <= max_step]
         tmp = self.path.with_name(self.path.name + ".tmp")
         with open(tmp, "w", newline="") as f:
             w = csv.DictWriter(f, fieldnames=self.columns)

@@ -10,7 +10,10 @@ Outputs in ``out/``: ``states-<step>.ckpt`` (s3prl layout, see :mod:`satkern.pre
 the newest ``keep_checkpoints`` kept), ``loss.csv`` (one row per step), ``config.json`` (the run's
 options), ``summary.json`` (at the end). A killed run continues with ``resume=True`` from its
 newest checkpoint, bit for bit: model, head, optimizer, the torch / numpy / python / masking RNG
-states and the position in the epoch's batch order are all restored.
+states and the position in the epoch's batch order are all restored. On SIGINT or SIGTERM the step
+being taken finishes, a checkpoint of it is written (whatever ``save_every`` says) and
+:class:`satkern.jobs.interrupt.Interrupted` is raised ("interrupted: 2 of 8 steps kept; resume with
+--resume"; the CLI prints it and exits 130 / 143); a second signal stops at once.
 """
 from __future__ import annotations
 
@@ -33,7 +36,8 @@ from ..models.s3prl.builtin import LOG_MEL_AUDIO
 from ..models.s3prl.features import S3prlFeatures
 from ..models.s3prl.model import S3prlConfig, S3prlTransformer, padding_bias, stack_frames
 from ..provenance import device_description, git_commit, versions
-from .checkpoint import atomic_save, checkpoint_name, latest_checkpoint, prune_checkpoints
+from ..jobs.interrupt import stop_between
+from .checkpoint import CHECKPOINT_RE, atomic_save, checkpoint_name, latest_checkpoint, prune_checkpoints
 from .data import collate, epoch_batches, extract_all, training_utterances
 from ..models.s3prl.spec_head import SpecHead
 from .masking import mask_frames
@@ -279,17 +283,26 @@ def _prepare_out(cfg: PretrainConfig) -> Optional[Path]:
 
 
 def _rewrite_loss_csv(path: Path, max_step: int) -> None:
-    """Keep the rows up to ``max_step`` (a killed run may have logged steps after its last checkpoint)."""
+    """Keep the rows up to ``max_step`` (a killed run may have logged steps after its last checkpoint);
+    a row torn by a kill while it was written (fields missing) is dropped, not trusted."""
     rows = []
     if path.is_file():
         with open(path, newline="") as f:
-            rows = [r for r in csv.DictReader(f) if int(r["step"]) <= max_step]
+            rows = [r for r in csv.DictReader(f) if None not in r.values() and int(r["step"]) <= max_step]
     tmp = path.with_name(path.name + ".tmp")
     with open(tmp, "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=LOSS_COLUMNS)
         w.writeheader()
         w.writerows(rows)
     os.replace(tmp, path)
+
+
+def _kept_note(checkpoint: Optional[Path], cfg: PretrainConfig) -> str:
+    """What a stop keeps: the newest checkpoint on disk."""
+    if checkpoint is None:
+        return "nothing kept (no checkpoint written yet)"
+    m = CHECKPOINT_RE.match(checkpoint.name)
+    return f"{m.group(1) if m else '?'} of {cfg.steps} steps kept in {checkpoint.name}; resume with --resume"
 
 
 def pretrain(cfg: PretrainConfig) -> Dict[str, Any]:
@@ -329,92 +342,107 @@ def pretrain(cfg: PretrainConfig) -> Dict[str, Any]:
     step, epoch, pos = 0, 0, 0
     loss_csv = out / "loss.csv"
     monitor = MonitorLog(out / "monitor.csv", cfg.layers, cfg.heads) if held is not None else None
-    if resume_from is not None:
-        from ..models.s3prl.checkpoint import read_checkpoint
+    # SIGINT / SIGTERM from here on: the step being taken finishes, a checkpoint of it is written and
+    # Interrupted is raised (satkern.jobs.interrupt; the CLI prints one line and exits 130 / 143); a
+    # second signal stops at once, the last checkpoint kept
+    with stop_between("step", note=_kept_note(resume_from, cfg)) as stop:
+        if resume_from is not None:
+            from ..models.s3prl.checkpoint import read_checkpoint
 
-        states = read_checkpoint(resume_from)
-        model.load_state_dict(states["Transformer"])
-        head.load_state_dict(states["SpecHead"])
-        optimizer.load_state_dict(states["Optimizer"])
-        r = states["Satkern_Resume"]
-        step, epoch, pos = int(states["Step"]), int(r["epoch"]), int(r["batch_in_epoch"])
-        _set_rng_state(r["rng"], mask_gen)
-        _rewrite_loss_csv(loss_csv, step)
-        if monitor is not None:
-            monitor.trim(step)
-    else:
-        out.mkdir(parents=True, exist_ok=True)
-        tmp = out / "config.json.tmp"
-        tmp.write_text(json.dumps(cfg.to_dict(), indent=2) + "\n")
-        os.replace(tmp, out / "config.json")
-        _rewrite_loss_csv(loss_csv, -1)
-        if monitor is not None:
-            monitor.trim(-1)
-            monitor.append(0, measure(model, head, held))  # the untrained model: where the curves start
+            states = read_checkpoint(resume_from)
+            model.load_state_dict(states["Transformer"])
+            head.load_state_dict(states["SpecHead"])
+            optimizer.load_state_dict(states["Optimizer"])
+            r = states["Satkern_Resume"]
+            step, epoch, pos = int(states["Step"]), int(r["epoch"]), int(r["batch_in_epoch"])
+            _set_rng_state(r["rng"], mask_gen)
+            _rewrite_loss_csv(loss_csv, step)
+            if monitor is not None:
+                monitor.trim(step)
+        else:
+            out.mkdir(parents=True, exist_ok=True)
+            tmp = out / "config.json.tmp"
+            tmp.write_text(json.dumps(cfg.to_dict(), indent=2) + "\n")
+            os.replace(tmp, out / "config.json")
+            _rewrite_loss_csv(loss_csv, -1)
+            if monitor is not None:
+                monitor.trim(-1)
+                monitor.append(0, measure(model, head, held))  # the untrained model: where the curves start
 
-    def save(step_now: int, epoch_now: int, pos_now: int) -> None:
-        states = {"Transformer": model.state_dict(), "SpecHead": head.state_dict(), "Upstream_Config": up_cfg,
-                  "Config": run_cfg, "Step": step_now, "Optimizer": optimizer.state_dict(),
-                  "Satkern_Resume": {"version": VERSION, "epoch": epoch_now, "batch_in_epoch": pos_now,
-                                     "rng": _rng_state(mask_gen)}}
-        atomic_save(states, out / checkpoint_name(step_now))
-        prune_checkpoints(out, cfg.keep_checkpoints)
+        def save(step_now: int, epoch_now: int, pos_now: int) -> None:
+            states = {"Transformer": model.state_dict(), "SpecHead": head.state_dict(), "Upstream_Config": up_cfg,
+                      "Config": run_cfg, "Step": step_now, "Optimizer": optimizer.state_dict(),
+                      "Satkern_Resume": {"version": VERSION, "epoch": epoch_now, "batch_in_epoch": pos_now,
+                                         "rng": _rng_state(mask_gen)}}
+            atomic_save(states, out / checkpoint_name(step_now))
+            prune_checkpoints(out, cfg.keep_checkpoints)
+            saved[0] = step_now
+            stop.note = _kept_note(out / checkpoint_name(step_now), cfg)
 
-    from tqdm import tqdm
+        saved = [step if resume_from is not None else None]  # the step of the newest checkpoint on disk
 
-    bar = tqdm(total=cfg.steps, initial=step, desc="pretrain", disable=not cfg.progress, dynamic_ncols=True)
-    t0 = time.perf_counter()
-    frames_seen = 0
-    monitor_seconds = 0.0  # time inside the held-out measurements (not in elapsed_s)
-    csv_file = open(loss_csv, "a", newline="")
-    writer = csv.writer(csv_file)
-    last_loss = float("nan")
-    try:
-        while step < cfg.steps:
-            batches = epoch_batches(frame_lengths, max_frames, cfg.seed, epoch)
-            while pos < len(batches) and step < cfg.steps:
-                x, lengths = collate(feats, batches[pos])
-                x, lengths = x.to(device), lengths.to(device)
-                lr = lr_at(step, cfg)
-                for g in optimizer.param_groups:
-                    g["lr"] = lr
-                pred, target, label = reconstruct(model, head, x, lengths, cfg.mask_consecutive,
-                                                  cfg.mask_proportion, mask_gen, alter=True)
-                loss = masked_l1(pred, target, label)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
-                optimizer.step()
-                step += 1
-                pos += 1
-                last_loss = float(loss.detach())
-                frames_seen += int(lengths.sum())
-                elapsed = time.perf_counter() - t0
-                writer.writerow([step, epoch, f"{last_loss:.6f}", f"{lr:.3e}", int(label.sum()), f"{elapsed:.1f}"])
-                csv_file.flush()
-                bar.update(1)
-                bar.set_postfix(loss=f"{last_loss:.4f}", audio_s_per_s=f"{frames_seen * hop_s / max(elapsed, 1e-9):.1f}")
-                if monitor is not None and (step % cfg.monitor_every == 0 or step == cfg.steps):
-                    m0 = time.perf_counter()
-                    row = measure(model, head, held)
-                    monitor.append(step, row)
-                    spent = time.perf_counter() - m0
-                    monitor_seconds += spent
-                    t0 += spent  # elapsed_s and the throughput count training only
-                    bar.write(f"step {step}: held-out L1 ratio {row['ratio']:.3f}, {row['local_heads']} local heads, "
-                              f"most local {row['min_distance']:.1f} frames, median {row['median_distance']:.1f}")
-                if step % cfg.save_every == 0 or step == cfg.steps:
-                    next_epoch, next_pos = (epoch + 1, 0) if pos >= len(batches) else (epoch, pos)
-                    save(step, next_epoch, next_pos)
-                    if cfg.stop_after is not None and step >= cfg.stop_after:
-                        return {"stopped_at": step}
-            if pos >= len(batches):
-                epoch, pos = epoch + 1, 0
-    finally:
-        csv_file.close()
-        bar.close()
-        for m in attention_modules:
-            m.__dict__.pop("attend", None)
+        from tqdm import tqdm
+
+        bar = tqdm(total=cfg.steps, initial=step, desc="pretrain", disable=not cfg.progress, dynamic_ncols=True)
+        t0 = time.perf_counter()
+        frames_seen = 0
+        monitor_seconds = 0.0  # time inside the held-out measurements (not in elapsed_s)
+        csv_file = open(loss_csv, "a", newline="")
+        writer = csv.writer(csv_file)
+        last_loss = float("nan")
+        try:
+            while step < cfg.steps:
+                batches = epoch_batches(frame_lengths, max_frames, cfg.seed, epoch)
+                while pos < len(batches) and step < cfg.steps:
+                    if stop:  # a signal came: checkpoint the steps taken, then stop
+                        if saved[0] != step:
+                            save(step, epoch, pos)
+                        raise stop.interrupted(f"interrupted: {step} of {cfg.steps} steps kept; "
+                                               f"resume with --resume")
+                    x, lengths = collate(feats, batches[pos])
+                    x, lengths = x.to(device), lengths.to(device)
+                    lr = lr_at(step, cfg)
+                    for g in optimizer.param_groups:
+                        g["lr"] = lr
+                    pred, target, label = reconstruct(model, head, x, lengths, cfg.mask_consecutive,
+                                                      cfg.mask_proportion, mask_gen, alter=True)
+                    loss = masked_l1(pred, target, label)
+                    optimizer.zero_grad(set_to_none=True)
+                    loss.backward()
+                    torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+                    optimizer.step()
+                    step += 1
+                    pos += 1
+                    last_loss = float(loss.detach())
+                    frames_seen += int(lengths.sum())
+                    elapsed = time.perf_counter() - t0
+                    writer.writerow([step, epoch, f"{last_loss:.6f}", f"{lr:.3e}", int(label.sum()), f"{elapsed:.1f}"])
+                    csv_file.flush()
+                    bar.update(1)
+                    bar.set_postfix(loss=f"{last_loss:.4f}",
+                                    audio_s_per_s=f"{frames_seen * hop_s / max(elapsed, 1e-9):.1f}")
+                    if monitor is not None and (step % cfg.monitor_every == 0 or step == cfg.steps):
+                        m0 = time.perf_counter()
+                        row = measure(model, head, held)
+                        monitor.append(step, row)
+                        spent = time.perf_counter() - m0
+                        monitor_seconds += spent
+                        t0 += spent  # elapsed_s and the throughput count training only
+                        bar.write(f"step {step}: held-out L1 ratio {row['ratio']:.3f}, {row['local_heads']} local "
+                                  f"heads, most local {row['min_distance']:.1f} frames, median "
+                                  f"{row['median_distance']:.1f}")
+                    if step % cfg.save_every == 0 or step == cfg.steps:
+                        next_epoch, next_pos = (epoch + 1, 0) if pos >= len(batches) else (epoch, pos)
+                        save(step, next_epoch, next_pos)
+                        if cfg.stop_after is not None and step >= cfg.stop_after:
+                            return {"stopped_at": step}
+                if pos >= len(batches):
+                    epoch, pos = epoch + 1, 0
+        finally:
+            csv_file.close()
+            bar.close()
+            for m in attention_modules:
+                m.__dict__.pop("attend", None)
     wall = time.perf_counter() - t0 + monitor_seconds
     monitor_note = None
     if monitor is not None:

@@ -36,7 +36,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 import torch
 
-from ..jobs import CorpusJob, CorpusJobConfig, atomic_write_bytes, atomic_write_text
+from ..jobs import CorpusJob, CorpusJobConfig, atomic_write_bytes, atomic_write_text, stop_between
 from .curves import (CURVE_COLUMNS, PointStore, RankSetup, attach_timings, build_orders, check_spans, check_tasks,
                      head_pruning_curves, span_pruning_curves)
 from .orders import ORDERS, check_orders, pruning_steps, read_heads_csv
@@ -336,22 +336,28 @@ def _rank(config, model, spec_head, on_point, log) -> dict:
     n_points = n_head_points + len(config.spans) * len(config.span_modes)
     bar = job.progress("rank", total=n_points, unit="point")
 
+    points_done = [0]
+
     def point_done(info):
         save_progress()
+        points_done[0] += 1
         if bar is not None:
             bar.update(1)
             bar.set_postfix_str(f"{info['order']} step {info['step']}")
         if on_point is not None:
             on_point(info)
+        if stop:  # SIGINT / SIGTERM: every finished point is on disk already (PointStore)
+            raise stop.interrupted(f"interrupted: {points_done[0]} of {n_points} points kept; resume with --resume")
 
-    try:
-        tables = [head_pruning_curves(setup, orders, step=config.step, on_point=point_done)]
-        if config.spans:
-            tables.append(span_pruning_curves(setup, list(config.spans), span_modes=list(config.span_modes),
-                                              on_point=point_done))
-    finally:
-        if bar is not None:
-            bar.close()
+    with stop_between("point", note="every finished point is kept; resume with --resume") as stop:
+        try:
+            tables = [head_pruning_curves(setup, orders, step=config.step, on_point=point_done)]
+            if config.spans:
+                tables.append(span_pruning_curves(setup, list(config.spans), span_modes=list(config.span_modes),
+                                                  on_point=point_done))
+        finally:
+            if bar is not None:
+                bar.close()
     import pandas as pd
 
     # ------------------------------------------------------------------ timing: every point, interleaved
