@@ -150,7 +150,7 @@ def test_sigint_in_a_step_the_demo_runs_stops_the_demo(tmp_path):
     line = _assert_clean(rc, err)
     assert line == ("satkern demo: interrupted (SIGINT); the demo keeps no partial results: run it again to start "
                     "over"), line
-    assert "satkern demo: satkern segment" in out and "demo 3/4" not in out and "report at" not in out
+    assert "satkern demo 2/4: segment: satkern segment" in out and "demo 3/4" not in out and "report at" not in out
 
 
 def test_half_written_part_is_ignored_by_resume(tmp_path, whole):
