@@ -16,11 +16,11 @@
 //     holds its block's scores over the admissible key window (BQ x window, one buffer per
 //     thread), so every statistic comes out of one pass:
 //       S   = scale * Q_blk K_win^T (+ bias)              BLAS gemm
-//       per row (two passes over the row, in L1): m = max, p = exp(s - m), l = sum p,
+//       per row (passes over the row while it is in L1): m = max, p = exp(s - m), l = sum p,
 //                lse = m + log l, entropy = log l - sum p (s - m) / l,
-//                distance = sum p |q - k| / l, maxweight = 1 / l
+//                distance = sum p |q - k| / l, maxweight = 1 / l,
+//                colmass partial[j] += p[j] / l
 //       the normalization A = p / l is folded into the products below (rows scaled by 1/l):
-//       colmass partial += (1/l)^T P                       BLAS gemv
 //       label_mass = diag(1/l) P W_win                     BLAS gemm
 //       out = diag(1/l) P' V_win (P' = P zeroed off band in zero-span mode; band window only)
 //   * the row pass is vectorized with at::vec and built twice (row_vec.inc.h): a portable baseline
@@ -100,8 +100,8 @@ void scale_rows(int64_t M, int64_t N, const T* f, T* rows, int64_t ld) {
 #if SATKERN_HAVE_AVX512_ROW
 template <bool ENT, bool DIST>
 RowStats<float> softmax_row_avx512(float* s, int64_t w, int64_t a, int64_t e, int64_t kw0, int64_t qi,
-                                   const float* brow, int64_t bsj) {
-  const avx512::RowResult r = avx512::softmax_row(ENT, DIST, s, w, a, e, kw0, qi, brow, bsj);
+                                   const float* brow, int64_t bsj, float* col) {
+  const avx512::RowResult r = avx512::softmax_row(ENT, DIST, s, w, a, e, kw0, qi, brow, bsj, col);
   return {r.lse, r.entropy, r.distance, r.maxweight, r.factor};
 }
 #endif
@@ -154,11 +154,11 @@ void run_kernel(const Params& P, const T* q, const T* k, const T* v, const int64
   const bool zero_span = has_span && !P.renorm;  // zero: band applied to the output only
   const int nthreads = std::max(1, at::get_num_threads());
 
-  // Query block size: 64 rows (GEMM-friendly, a 64 x T float row block fits L2 for T <= 4096);
-  // smaller when the key window would make the buffer exceed 1 MB, or when there would be too
-  // few tasks to keep every thread busy; in renorm mode about the span (a block's key window is
-  // BQ + 2r keys for 2r + 1 admissible ones per row).
-  int64_t BQ = 64;
+  // Query block size: up to 256 rows (bigger blocks make the two GEMMs more efficient), halved while the BQ x window score buffer would
+  // exceed 1 MB (a 64 x 4096 float block), or while there would be too few tasks to keep every
+  // thread busy; in renorm mode about the span (a block's key window is BQ + 2r keys for
+  // 2r + 1 admissible ones per row).
+  int64_t BQ = 256;
   if (band_keys) BQ = std::max<int64_t>(16, std::min<int64_t>(64, r));
   auto window_max = [&](int64_t bq) { return band_keys ? std::min(T_, bq + 2 * r) : T_; };
   auto n_tasks = [&](int64_t bq) { return B * H * ((T_ + bq - 1) / bq); };
@@ -264,6 +264,7 @@ void run_kernel(const Params& P, const T* q, const T* k, const T* v, const int64
       T* S = sbuf;
 
       rm_gemm<T>(true, nq, w, D, static_cast<T>(P.scale), qb, D, kb, D, S, ldS);
+      if (mycol != nullptr) std::fill(colblk, colblk + w, T(0));
 
       for (int64_t ii = 0; ii < nq; ++ii) {
         const int64_t i = i0 + ii;
@@ -274,7 +275,7 @@ void run_kernel(const Params& P, const T* q, const T* k, const T* v, const int64
         }
         const T* brow = nullptr;
         if (bias != nullptr) brow = bias + b * bstr[0] + h * bstr[1] + i * bstr[2] + kw0 * bstr[3];
-        RowStats<T> st = row_fn(S + ii * ldS, w, a, e, kw0, i, brow, bstr[3]);
+        RowStats<T> st = row_fn(S + ii * ldS, w, a, e, kw0, i, brow, bstr[3], mycol != nullptr ? colblk : nullptr);
         factor[ii] = st.factor;
         lse[rowbase + i] = st.lse;
         if (P.want_entropy) ent[rowbase + i] = st.entropy;
@@ -282,9 +283,7 @@ void run_kernel(const Params& P, const T* q, const T* k, const T* v, const int64
         if (P.want_maxweight) mw[rowbase + i] = st.maxweight;
       }
 
-      if (mycol != nullptr) {
-        std::fill(colblk, colblk + w, T(0));
-        blas::colsum<T>(nq, w, factor, S, ldS, colblk);
+      if (mycol != nullptr) {  // the rows added their shares to colblk (see the row pass)
         CT* c = mycol + kw0;
         for (int64_t j = 0; j < w; ++j) c[j] += static_cast<CT>(colblk[j]);
       }

@@ -1,4 +1,4 @@
-// Row-major GEMM / GEMV on the BLAS that libtorch_cpu exports (MKL or OpenBLAS expose the
+// Row-major GEMM on the BLAS that libtorch_cpu exports (MKL or OpenBLAS expose the
 // Fortran symbols), shared by the CPU forward (attention_cpu.cpp) and backward
 // (attention_cpu_backward.cpp). The symbols are declared weak: a torch build that does not export
 // them falls back to at::mm / plain loops.
@@ -16,12 +16,6 @@ void sgemm_(const char* transa, const char* transb, const int* m, const int* n, 
 void dgemm_(const char* transa, const char* transb, const int* m, const int* n, const int* k,
             const double* alpha, const double* a, const int* lda, const double* b, const int* ldb,
             const double* beta, double* c, const int* ldc) __attribute__((weak));
-void sgemv_(const char* trans, const int* m, const int* n, const float* alpha, const float* a,
-            const int* lda, const float* x, const int* incx, const float* beta, float* y,
-            const int* incy) __attribute__((weak));
-void dgemv_(const char* trans, const int* m, const int* n, const double* alpha, const double* a,
-            const int* lda, const double* x, const int* incx, const double* beta, double* y,
-            const int* incy) __attribute__((weak));
 }
 
 namespace satkern {
@@ -62,25 +56,6 @@ void gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, T alpha, 
   at::Tensor prod = at::mm(a, b).mul_(alpha);
   if (beta == T(0)) c.copy_(prod);
   else c.mul_(beta).add_(prod);
-}
-
-// y[N] += x[M] A[M,N] (A row-major, lda): the weighted column sums of a row block.
-template <typename T>
-void colsum(int64_t M, int64_t N, const T* x, const T* A, int64_t lda, T* y) {
-  if (M <= 0 || N <= 0) return;
-  const char tr = 'N';
-  const int m = (int)N, n = (int)M, ld = (int)lda, one = 1;
-  const T alpha = 1, beta = 1;
-  if constexpr (std::is_same_v<T, float>) {
-    if (sgemv_ != nullptr) return sgemv_(&tr, &m, &n, &alpha, A, &ld, x, &one, &beta, y, &one);
-  } else {
-    if (dgemv_ != nullptr) return dgemv_(&tr, &m, &n, &alpha, A, &ld, x, &one, &beta, y, &one);
-  }
-  for (int64_t i = 0; i < M; ++i) {
-    const T xi = x[i];
-    const T* row = A + i * lda;
-    for (int64_t j = 0; j < N; ++j) y[j] += xi * row[j];
-  }
 }
 
 }  // namespace blas

@@ -60,7 +60,7 @@ SATKERN_AVX512 inline __mmask16 tail_mask(int64_t n) {
 
 template <bool ENT, bool DIST>
 SATKERN_AVX512 RowResult row_impl(float* s, int64_t w, int64_t a, int64_t e, int64_t kw0, int64_t qi,
-                                  const float* brow, int64_t bsj) {
+                                  const float* brow, int64_t bsj, float* col) {
   constexpr float inf = std::numeric_limits<float>::infinity();
   constexpr float nan = std::numeric_limits<float>::quiet_NaN();
   constexpr int64_t V = 16;
@@ -98,6 +98,8 @@ SATKERN_AVX512 RowResult row_impl(float* s, int64_t w, int64_t a, int64_t e, int
   for (int64_t i = e; i < w; ++i) s[i] = 0.f;
   if (any_nan != 0 || scalar_nan || m == inf) {  // NaN (or +inf) score: the row is NaN
     for (int64_t i = a; i < e; ++i) s[i] = nan;
+    if (col != nullptr)
+      for (int64_t i = a; i < e; ++i) col[i] = nan;
     return {nan, nan, nan, nan, 1.f};
   }
   if (m == -inf) {  // empty distribution
@@ -156,6 +158,15 @@ SATKERN_AVX512 RowResult row_impl(float* s, int64_t w, int64_t a, int64_t e, int
   const float spd = DIST ? _mm512_reduce_add_ps(_mm512_add_ps(vdist, vdist2)) : 0.f;
   const float inv = 1.f / l;
   const float logl = std::log(l);
+  if (col != nullptr) {  // col[a, e) += inv * p, while the row is in L1
+    const __m512 vinv = _mm512_set1_ps(inv);
+    for (j = a; j < e; j += V) {
+      const int64_t n = e - j < V ? e - j : V;
+      const __mmask16 k = n == V ? static_cast<__mmask16>(0xFFFF) : tail_mask(n);
+      const __m512 c = _mm512_maskz_loadu_ps(k, col + j);
+      _mm512_mask_storeu_ps(col + j, k, _mm512_fmadd_ps(_mm512_maskz_loadu_ps(k, s + j), vinv, c));
+    }
+  }
   return {m + logl, logl - spt * inv, spd * inv, inv, inv};
 }
 
@@ -163,11 +174,11 @@ SATKERN_AVX512 RowResult row_impl(float* s, int64_t w, int64_t a, int64_t e, int
 
 
 RowResult softmax_row(bool ent, bool dist, float* s, int64_t w, int64_t a, int64_t e, int64_t kw0,
-                      int64_t qi, const float* brow, int64_t bsj) {
-  if (ent && dist) return row_impl<true, true>(s, w, a, e, kw0, qi, brow, bsj);
-  if (ent) return row_impl<true, false>(s, w, a, e, kw0, qi, brow, bsj);
-  if (dist) return row_impl<false, true>(s, w, a, e, kw0, qi, brow, bsj);
-  return row_impl<false, false>(s, w, a, e, kw0, qi, brow, bsj);
+                      int64_t qi, const float* brow, int64_t bsj, float* col) {
+  if (ent && dist) return row_impl<true, true>(s, w, a, e, kw0, qi, brow, bsj, col);
+  if (ent) return row_impl<true, false>(s, w, a, e, kw0, qi, brow, bsj, col);
+  if (dist) return row_impl<false, true>(s, w, a, e, kw0, qi, brow, bsj, col);
+  return row_impl<false, false>(s, w, a, e, kw0, qi, brow, bsj, col);
 }
 
 }  // namespace avx512

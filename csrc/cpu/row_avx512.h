@@ -19,7 +19,7 @@ struct RowResult {
 #if SATKERN_HAVE_AVX512_ROW
 // Same contract as softmax_row<float, ent, dist> in attention_cpu.cpp.
 RowResult softmax_row(bool ent, bool dist, float* s, int64_t w, int64_t a, int64_t e, int64_t kw0,
-                      int64_t qi, const float* brow, int64_t bsj);
+                      int64_t qi, const float* brow, int64_t bsj, float* col);
 #endif
 
 }  // namespace avx512

@@ -17,9 +17,11 @@ struct RowStats {
   T factor;  // A = factor * s after the row pass (1/l; 0 for an empty row; 1 for a NaN row)
 };
 
-// One query row of scores -> its softmax and statistics (contract: row_vec.inc.h).
+// One query row of scores -> its softmax and statistics (contract: row_vec.inc.h). The last
+// argument, when not null, receives the row's column-mass contribution: col[j] += A[j] over the
+// admissible keys (window coordinates), added while the row is still in L1.
 template <typename T>
-using RowFn = RowStats<T> (*)(T*, int64_t, int64_t, int64_t, int64_t, int64_t, const T*, int64_t);
+using RowFn = RowStats<T> (*)(T*, int64_t, int64_t, int64_t, int64_t, int64_t, const T*, int64_t, T*);
 
 namespace generic {  // row_generic.cpp: the portable baseline
 template <typename T>

@@ -42,11 +42,13 @@ inline T hmax(const Vectorized<T>& v) {
 // One query row of a block. `s` holds the row's scaled scores over the key window
 // [kw0, kw0 + w); only [a, e) (window coordinates) is admissible. On return s[0, w) holds the
 // unnormalized row p = exp(s - max) (0 outside [a, e)); the row of A is factor * p. The
-// normalization is applied after the block's products (colmass, label_mass, out), which saves a
+// normalization is applied after the block's products (label_mass, out), which saves a
 // pass over the scores. `brow` points at bias(b, h, qi, kw0) with key stride `bsj` (null: none).
+// `col` (null: no column mass) gets col[j] += factor * p[j] for j in [a, e): the row's share of
+// the column mass, added here while the row is in L1 instead of in a pass over the whole block.
 template <typename T, bool ENT, bool DIST>
 RowStats<T> softmax_row(T* s, int64_t w, int64_t a, int64_t e, int64_t kw0, int64_t qi,
-                        const T* brow, int64_t bsj) {
+                        const T* brow, int64_t bsj, T* col) {
   using Vec = Vectorized<T>;
   constexpr int64_t V = Vec::size();
   constexpr T inf = std::numeric_limits<T>::infinity();
@@ -84,6 +86,7 @@ RowStats<T> softmax_row(T* s, int64_t w, int64_t a, int64_t e, int64_t kw0, int6
   }
   if (m != m || m == inf) {  // NaN (or +inf) score: the whole row is NaN, as in the reference
     std::fill(s + a, s + e, nan);
+    if (col != nullptr) std::fill(col + a, col + e, nan);
     return {nan, nan, nan, nan, T(1)};
   }
 
@@ -146,6 +149,12 @@ RowStats<T> softmax_row(T* s, int64_t w, int64_t a, int64_t e, int64_t kw0, int6
 
   const T inv = T(1) / l;
   const T logl = std::log(l);
+  if (col != nullptr) {  // col[a, e) += inv * p
+    const Vec vinv(inv);
+    int64_t j = a;
+    for (; j + V <= e; j += V) at::vec::fmadd(Vec::loadu(s + j), vinv, Vec::loadu(col + j)).store(col + j);
+    for (; j < e; ++j) col[j] += inv * s[j];
+  }
   return {m + logl, logl - spt * inv, spd * inv, inv, inv};
 }
 
