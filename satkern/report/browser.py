@@ -142,6 +142,18 @@ _PAGE_PROBE = """(() => ({
 }))()"""
 
 
+def _new_session(cdp, width: int, height: int, timeout: float) -> str:
+    """A blank tab attached in flat mode, with the Page, Runtime, Log and Network domains on and a
+    ``width`` x ``height`` viewport; returns its session id."""
+    target = cdp.send("Target.createTarget", {"url": "about:blank"}, timeout=timeout)["targetId"]
+    session = cdp.send("Target.attachToTarget", {"targetId": target, "flatten": True})["sessionId"]
+    for domain in ("Page", "Runtime", "Log", "Network"):
+        cdp.send(f"{domain}.enable", session=session)
+    cdp.send("Emulation.setDeviceMetricsOverride", {"width": width, "height": height, "deviceScaleFactor": 1,
+                                                    "mobile": False}, session=session)
+    return session
+
+
 def check_page(html_path, *, width: int = 1280, max_height: int = 16000, timeout: float = 90.0,
                chromium: Optional[str] = None, screenshot: bool = True, scripts: Sequence[str] = ()) -> PageCheck:
     """Open ``html_path`` (a file) in headless Chromium and report what it loaded.
@@ -154,12 +166,7 @@ def check_page(html_path, *, width: int = 1280, max_height: int = 16000, timeout
     url = Path(html_path).resolve().as_uri()
     proc, cdp, profile, fds = _launch(chromium)
     try:
-        target = cdp.send("Target.createTarget", {"url": "about:blank"}, timeout=timeout)["targetId"]
-        session = cdp.send("Target.attachToTarget", {"targetId": target, "flatten": True})["sessionId"]
-        for domain in ("Page", "Runtime", "Log", "Network"):
-            cdp.send(f"{domain}.enable", session=session)
-        cdp.send("Emulation.setDeviceMetricsOverride", {"width": width, "height": 900, "deviceScaleFactor": 1,
-                                                        "mobile": False}, session=session)
+        session = _new_session(cdp, width, 900, timeout)
         cdp.send("Page.navigate", {"url": url}, session=session, timeout=timeout)
         cdp.wait_event("Page.loadEventFired", session, timeout)
         # wait until every image has decoded (data: URLs decode asynchronously after load)
@@ -329,12 +336,7 @@ def open_page(html_path, *, width: int = 1400, height: int = 1000, timeout: floa
     url = Path(html_path).resolve().as_uri()
     proc, cdp, profile, fds = _launch(chromium)
     try:
-        target = cdp.send("Target.createTarget", {"url": "about:blank"}, timeout=timeout)["targetId"]
-        session = cdp.send("Target.attachToTarget", {"targetId": target, "flatten": True})["sessionId"]
-        for domain in ("Page", "Runtime", "Log", "Network"):
-            cdp.send(f"{domain}.enable", session=session)
-        cdp.send("Emulation.setDeviceMetricsOverride", {"width": width, "height": height, "deviceScaleFactor": 1,
-                                                        "mobile": False}, session=session)
+        session = _new_session(cdp, width, height, timeout)
         cdp.send("Page.navigate", {"url": url}, session=session, timeout=timeout)
         cdp.wait_event("Page.loadEventFired", session, timeout)
         yield Page(cdp, session, url)

@@ -21,6 +21,17 @@ TINY = dict(layers=1, hidden=32, heads=2, ffn=32, downsample=3, n_mels=40, mask_
             threads=1)
 
 
+
+def assert_same_training_state(a, b):
+    """Two s3prl training checkpoints (dicts) hold bit-equal model, head and optimizer state."""
+    for key in ("Transformer", "SpecHead"):
+        assert a[key].keys() == b[key].keys()
+        for k in a[key]:
+            assert torch.equal(a[key][k], b[key][k]), (key, k)
+    for sa, sb in zip(a["Optimizer"]["state"].values(), b["Optimizer"]["state"].values()):
+        for k in sa:
+            assert torch.equal(torch.as_tensor(sa[k]), torch.as_tensor(sb[k])), k
+
 def _cfg(out, **kw):
     args = dict(TINY, corpus=str(FIXTURE), out=str(out), steps=8, batch_seconds=6.0, save_every=4, lr=2e-3)
     args.update(kw)
@@ -87,13 +98,7 @@ def test_killed_and_resumed_run_equals_uninterrupted(tmp_path):
     assert monitor_full == (tmp_path / "killed" / "monitor.csv").read_text()
     a = read_checkpoint(full["checkpoint"])
     b = read_checkpoint(resumed["checkpoint"])
-    for key in ("Transformer", "SpecHead"):
-        assert a[key].keys() == b[key].keys()
-        for k in a[key]:
-            assert torch.equal(a[key][k], b[key][k]), (key, k)
-    for sa, sb in zip(a["Optimizer"]["state"].values(), b["Optimizer"]["state"].values()):
-        for k in sa:
-            assert torch.equal(torch.as_tensor(sa[k]), torch.as_tensor(sb[k])), k
+    assert_same_training_state(a, b)
     assert torch.equal(a["Satkern_Resume"]["rng"]["torch"], b["Satkern_Resume"]["rng"]["torch"])
     assert [l for l in _losses(tmp_path / "full")] == [l for l in _losses(tmp_path / "killed")]
     assert len(_losses(tmp_path / "full")) == 8

@@ -5,10 +5,10 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/: signal_child
 from signal_child import run_interrupted  # noqa: E402
+from test_pretrain import assert_same_training_state  # noqa: E402
 
 from satkern.cli import main as cli_main  # noqa: E402
 from satkern.models.s3prl import read_checkpoint  # noqa: E402
@@ -39,13 +39,7 @@ def test_sigint_mid_pretrain_then_resume_equals_uninterrupted(tmp_path, capsys):
     assert cli_main([*ARGS, "--out", str(out), "--resume"]) == 0
     capsys.readouterr()
     a, b = read_checkpoint(full["checkpoint"]), read_checkpoint(out / "states-8.ckpt")
-    for key in ("Transformer", "SpecHead"):
-        assert a[key].keys() == b[key].keys()
-        for k in a[key]:
-            assert torch.equal(a[key][k], b[key][k]), (key, k)
-    for sa, sb in zip(a["Optimizer"]["state"].values(), b["Optimizer"]["state"].values()):
-        for k in sa:
-            assert torch.equal(torch.as_tensor(sa[k]), torch.as_tensor(sb[k])), k
+    assert_same_training_state(a, b)
     assert (tmp_path / "full" / "loss.csv").read_text().splitlines()[1:] != []
     strip = lambda text: [ln.rsplit(",", 1)[0] for ln in text.splitlines()]  # noqa: E731  (elapsed_s differs)
     assert strip((tmp_path / "full" / "loss.csv").read_text()) == strip((out / "loss.csv").read_text())
