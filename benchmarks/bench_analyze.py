@@ -6,7 +6,9 @@ produce the same numbers (per-head G, V, D, W corpus means and the phoneme relat
   (s) satkern: :func:`satkern.analysis.analyze` -- the model patched with :func:`satkern.patch`
       (statistics from the fused kernels, no attention map kept);
   (e) eager:   transformers eager attention with ``output_attentions=True``; the metrics and
-      P'_u = (1/T) W^T A W computed from the returned maps with torch ops (float32, vectorized).
+      P'_u = (1/T) W^T A W computed from the returned maps with torch ops (float32, vectorized);
+  (p) plain:   the unpatched model with transformers' SDPA attention over the same batches, no
+      statistics at all: the floor a statistics pipeline is measured against (issue 22).
 
 Reported: audio seconds per wall second of each (the loop over batches: loading, forward,
 statistics; model construction and corpus discovery excluded), their ratio, the loader's busy
@@ -80,8 +82,7 @@ def make_manifest(tmp: Path, repeat: int, limit, concat: int = 1) -> Path:
 
 def eager_job(sm, manifest: Path, budget: float, workers: int, fold: bool):
     """The usual way: eager maps out of the model, statistics from them in torch."""
-    from satkern.corpus import (TIMIT39, BatchDataset, collect_labels, discover_corpus, fold_39, frame_label_weights,
-                                plan_batches)
+    from satkern.corpus import TIMIT39, collect_labels, discover_corpus, fold_39, frame_label_weights
 
     corpus = discover_corpus(manifest)
     label_map = fold_39 if fold else None
@@ -89,9 +90,7 @@ def eager_job(sm, manifest: Path, budget: float, workers: int, fold: bool):
     labels = list(TIMIT39) if fold else labels  # as the job does
     index = {l: i for i, l in enumerate(labels)}
     rate = sm.sample_rate
-    utts = sorted(corpus.utterances, key=lambda u: u.uid)
-    ds = BatchDataset(plan_batches(utts, rate, budget), rate, with_alignments=True, label_map=label_map)
-    loader = torch.utils.data.DataLoader(ds, batch_size=None, num_workers=workers, collate_fn=lambda x: x)
+    loader = batches(sm, manifest, budget, workers, fold)
     sums = None
     Pp = Pu = None
     n = 0
@@ -145,6 +144,39 @@ def eager_job(sm, manifest: Path, budget: float, workers: int, fold: bool):
             "run_s": run_s, "load_s": load_s, "wait_s": wait_s}
 
 
+def batches(sm, manifest: Path, budget: float, workers: int, fold: bool):
+    """The job's loader over ``manifest``: length-bucketed batches, as analyze plans them."""
+    from satkern.corpus import BatchDataset, discover_corpus, fold_39, plan_batches
+
+    corpus = discover_corpus(manifest)
+    utts = sorted(corpus.utterances, key=lambda u: u.uid)
+    ds = BatchDataset(plan_batches(utts, sm.sample_rate, budget), sm.sample_rate, with_alignments=True,
+                      label_map=fold_39 if fold else None)
+    return torch.utils.data.DataLoader(ds, batch_size=None, num_workers=workers, collate_fn=lambda x: x)
+
+
+def plain_job(sm, manifest: Path, budget: float, workers: int, fold: bool):
+    """The floor: the unpatched model (SDPA attention) over the same batches, no statistics."""
+    audio, load_s, wait_s, n = 0.0, 0.0, 0.0, 0
+    t0 = time.perf_counter()
+    it = iter(batches(sm, manifest, budget, workers, fold))
+    while True:
+        tw = time.perf_counter()
+        try:
+            items, tl = next(it)
+        except StopIteration:
+            break
+        wait_s += time.perf_counter() - tw
+        load_s += tl
+        waves = [i.waveform for i in items]
+        inputs, _ = sm.prepare(waves)
+        with torch.inference_mode():
+            sm.forward(inputs)
+        n += len(items)
+        audio += sum(len(w) for w in waves) / sm.sample_rate
+    return {"n": n, "audio_s": audio, "run_s": time.perf_counter() - t0, "load_s": load_s, "wait_s": wait_s}
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default="hubert-base", help="built-in name (random weights; default hubert-base)")
@@ -184,6 +216,8 @@ def main(argv=None) -> int:
         prev = sm.model.config._attn_implementation
         sm.model.set_attn_implementation("eager")
         e = eager_job(sm, manifest, args.budget_seconds, args.workers, fold=True)
+        sm.model.set_attn_implementation("sdpa")
+        p = plain_job(sm, manifest, args.budget_seconds, args.workers, fold=True)
         sm.model.set_attn_implementation(prev)
 
     L, H = s["model"]["layers"], s["model"]["heads"]
@@ -192,12 +226,13 @@ def main(argv=None) -> int:
     lo = s["loader"]
     thr_s = s["throughput_audio_s_per_s"]
     thr_e = e["audio_s"] / e["run_s"]
+    thr_p = p["audio_s"] / p["run_s"]
     busy_e = e["load_s"] / (e["run_s"] * max(args.workers, 1))
     load_at_start = LOAD_AT_START
     device = f"cpu: {platform.processor() or platform.machine()} ({os.cpu_count()} logical cores, {torch.get_num_threads()} torch threads)"
     now = _dt.datetime.now(_dt.timezone.utc)
     lines = [
-        f"# corpus job throughput: satkern analyze vs eager output_attentions + torch statistics",
+        f"# corpus job throughput: satkern analyze vs eager output_attentions + torch statistics vs a plain SDPA forward",
         "",
         f"- date: {now:%Y-%m-%d %H:%M} UTC{'  (--quick smoke run)' if args.quick else ''}",
         f"- device: {device}; load average (1 min) at start {load_at_start:.1f}",
@@ -210,12 +245,14 @@ def main(argv=None) -> int:
         f"{e['audio_s']:.1f} s of audio; 39-class phone relations; budget {args.budget_seconds:g} padded s/batch; "
         f"{args.workers} loader worker(s)",
         "",
-        "| pipeline | loop time (s) | audio s / wall s | vs eager | loader busy | model waiting for loader |",
-        "|---|---|---|---|---|---|",
-        f"| (s) satkern analyze | {lo['run_s']:.2f} | {thr_s:.2f} | {thr_s / thr_e:.2f}x | {lo['busy_fraction']:.1%} | "
-        f"{lo['wait_fraction']:.1%} |",
-        f"| (e) eager output_attentions + torch stats | {e['run_s']:.2f} | {thr_e:.2f} | 1.00x | {busy_e:.1%} | "
-        f"{e['wait_s'] / e['run_s']:.1%} |",
+        "| pipeline | loop time (s) | audio s / wall s | vs eager | vs plain SDPA | loader busy | model waiting for loader |",
+        "|---|---|---|---|---|---|---|",
+        f"| (s) satkern analyze | {lo['run_s']:.2f} | {thr_s:.2f} | {thr_s / thr_e:.2f}x | {thr_s / thr_p:.2f}x | "
+        f"{lo['busy_fraction']:.1%} | {lo['wait_fraction']:.1%} |",
+        f"| (e) eager output_attentions + torch stats | {e['run_s']:.2f} | {thr_e:.2f} | 1.00x | {thr_e / thr_p:.2f}x | "
+        f"{busy_e:.1%} | {e['wait_s'] / e['run_s']:.1%} |",
+        f"| (p) plain SDPA forward, no statistics | {p['run_s']:.2f} | {thr_p:.2f} | {thr_p / thr_e:.2f}x | 1.00x | "
+        f"{p['load_s'] / (p['run_s'] * max(args.workers, 1)):.1%} | {p['wait_s'] / p['run_s']:.1%} |",
         "",
         "Agreement (s) vs (e), max abs diff: " + ", ".join(f"{k} {v:.2e}" for k, v in diffs.items()),
         "",
