@@ -1,6 +1,7 @@
 """The CPU backward's tiled schedule (csrc/cpu/attention_cpu_backward.cpp: key tiles outer, query
-blocks inner, used whenever no colmass gradient flows): small tiles (SATKERN_CPU_BWD_TILE) make
-T = 23..70 cross many tile and block edges, and every case is checked against the float64 reference
+blocks inner, used whenever no colmass gradient flows; SATKERN_CPU_BWD_SCHEDULE forces it, with its
+colmass pre-pass, or the whole-row schedule): small tiles (SATKERN_CPU_BWD_TILE) make T = 23..70
+cross many tile and block edges, and every case is checked against the float64 reference
 under the project's rule (satkern.ops.testing.grad_failures): padding, empty rows, both span modes,
 head masks, full and broadcast bias gradients, heads split into key-tile chunks over threads; the
 result is bitwise repeatable for a fixed thread count; the portable and AVX2 builds of the row pass
@@ -80,11 +81,19 @@ CASES = [
 ]
 
 
-@pytest.mark.parametrize("tile", ["8,16", "5,7", "64,256"])
+# schedule: the default (tiled, no colmass gradient); "tiled" with a colmass gradient too (its r_i
+# pre-pass); "rows" (the whole-row schedule a colmass gradient takes by default) on the same cases
+SCHEDULES = [("8,16", None), ("5,7", None), ("64,256", None), ("5,7", "tiled"), ("8,16", "rows")]
+
+
+@pytest.mark.parametrize("tile,schedule", SCHEDULES, ids=[f"{t}-{s or 'default'}" for t, s in SCHEDULES])
 @pytest.mark.parametrize("name,B,H,T,D,kw,bias_shape", CASES, ids=[c[0] for c in CASES])
-def test_tiled_grads_match_reference(monkeypatch, tile, name, B, H, T, D, kw, bias_shape):
+def test_tiled_grads_match_reference(monkeypatch, tile, schedule, name, B, H, T, D, kw, bias_shape):
     monkeypatch.setenv("SATKERN_CPU_BWD_TILE", tile)
     kw = {key: (torch.tensor(val) if key in ("lengths", "head_mask") else val) for key, val in kw.items()}
+    if schedule is not None:
+        monkeypatch.setenv("SATKERN_CPU_BWD_SCHEDULE", schedule)
+        kw["stats"] = tuple(kw.get("stats", ())) + ("colmass",)
     seed = sum(map(ord, name))
     q, k, v, bias = _inputs(seed, B, H, T, D, bias_shape)
     bad = _failures(q, k, v, bias, kw, seed + 1)
@@ -113,9 +122,10 @@ def test_key_tile_chunks_over_threads(monkeypatch, threads, nthreads):
     """One head over several threads: key tiles split into chunks, each chunk's dQ summed in chunk order;
     correct and bitwise repeatable for a fixed thread count."""
     monkeypatch.setenv("SATKERN_CPU_BWD_TILE", "8,8")
+    monkeypatch.setenv("SATKERN_CPU_BWD_SCHEDULE", "tiled")  # colmass too: every chunk's r_i pre-pass
     torch.set_num_threads(nthreads)
     q, k, v, bias = _inputs(nthreads, 1, 1, 53, 16, (1, 1, 53, 53))
-    kw = dict(lengths=torch.tensor([50]), stats=TILED_STATS, span=9)
+    kw = dict(lengths=torch.tensor([50]), stats=TILED_STATS + ("colmass",), span=9)
     bad = _failures(q, k, v, bias, kw, 3)
     assert not bad, bad
     a, _ = _cpu_grads(q, k, v, bias, kw, 3)

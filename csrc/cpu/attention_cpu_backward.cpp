@@ -28,8 +28,10 @@
 //     that lies wholly off the band are skipped (P' and dP are 0 there).
 //   * whole rows (a colmass gradient): r_i needs each row's whole P, so per block of BQ query rows
 //     S and dP are formed over the block's whole key window (the old schedule); r_i comes from the
-//     row buffer, no pre-pass. Tiling it would need a pre-pass recomputing Q K^T (a sixth GEMM).
-// SATKERN_CPU_BWD_TILE="BQ,BK" overrides the tile sizes (tuning and tests only).
+//     row buffer, no pre-pass. SATKERN_CPU_BWD_SCHEDULE=tiled runs a colmass gradient tiled
+//     too, with a pre-pass that recomputes S tile by tile for r_i (a sixth GEMM).
+// SATKERN_CPU_BWD_SCHEDULE=tiled / rows forces a schedule and SATKERN_CPU_BWD_TILE="BQ,BK" the tile
+// sizes (tuning and tests only).
 //
 // Parallel work: a task is one (group of heads, chunk). A group is one (b, h) head, or, when the
 // bias gradient is asked for and the bias is broadcast over the batch and/or the heads, every head
@@ -61,6 +63,7 @@
 #include <limits>
 #include <optional>
 #include <sstream>
+#include <string>
 #include <tuple>
 #include <type_traits>
 #include <vector>
@@ -176,6 +179,15 @@ void add_dbias(T* dbh, const int64_t* bsz, const T* dS, int64_t ldS, int64_t nq,
   }
 }
 
+// The schedule: tiled unless a colmass gradient flows; SATKERN_CPU_BWD_SCHEDULE=tiled / rows forces
+// one (tuning and tests only).
+bool use_tiles(bool g_col) {
+  const char* env = std::getenv("SATKERN_CPU_BWD_SCHEDULE");
+  if (env != nullptr && std::string(env) == "tiled") return true;
+  if (env != nullptr && std::string(env) == "rows") return false;
+  return !g_col;
+}
+
 // SATKERN_CPU_BWD_TILE="BQ,BK": tile sizes of the tiled schedule (tuning and tests); false if unset.
 bool tile_override(int64_t& bq, int64_t& bk) {
   const char* env = std::getenv("SATKERN_CPU_BWD_TILE");
@@ -203,7 +215,7 @@ void run_backward(const BwdParams& P, const T* q, const T* k, const T* v, const 
   const bool zero_span = has_span && !P.renorm;
   const int nthreads = std::max(1, at::get_num_threads());
   const T scale = static_cast<T>(P.scale);
-  const bool tiled = !P.g_col;
+  const bool tiled = use_tiles(P.g_col);
   const auto opts = at::TensorOptions().dtype(c10::CppTypeToScalarType<T>::value);
 
   // Block sizes, independent of the thread count.
@@ -251,11 +263,12 @@ void run_backward(const BwdParams& P, const T* q, const T* k, const T* v, const 
   constexpr T ninf = -std::numeric_limits<T>::infinity();
 
   at::parallel_for(0, ngroups * nchunks, 1, [&](int64_t begin, int64_t end) {
-    Tensor buf_t = at::empty({2 * BQ * ldS + ldS + T_}, opts);
+    Tensor buf_t = at::empty({2 * BQ * ldS + ldS + 2 * T_}, opts);
     T* const S = buf_t.data_ptr<T>();
     T* const dS = S + BQ * ldS;
     T* const colsum = dS + BQ * ldS;  // dbias summed over rows, per block
     T* const crow = colsum + ldS;     // the head's row constants c_i
+    T* const rrow = crow + T_;        // the head's r_i (tiled, colmass gradient)
     for (int64_t task = begin; task < end; ++task) {
       const int64_t chunk = task % nchunks;
       const int64_t grp = task / nchunks;
@@ -304,6 +317,37 @@ void run_backward(const BwdParams& P, const T* q, const T* k, const T* v, const 
           };
 
           if (tiled) {
+            if (P.g_col) {
+              // pre-pass: r_i = sum_k P_ik g_col_k over every key tile, in tile order (each chunk
+              // computes it for all its rows: a chunk's key tiles reach every row)
+              std::fill(rrow, rrow + len, T(0));
+              for (int64_t i0 = 0; i0 < len; i0 += BQ) {
+                const int64_t i1 = std::min(len, i0 + BQ);
+                const int64_t nq = i1 - i0;
+                const int64_t klo = band_keys ? std::max<int64_t>(0, i0 - r) : 0;
+                const int64_t khi = band_keys ? std::min<int64_t>(len, i1 - 1 + r + 1) : len;
+                for (int64_t j0 = klo; j0 < khi; j0 += BK) {
+                  const int64_t w = std::min(khi, j0 + BK) - j0;
+                  gemm<T>(false, true, nq, w, D, scale, qh + i0 * D, D, kh + j0 * D, D, T(0), S, ldS);
+                  for (int64_t ii = 0; ii < nq; ++ii) {
+                    const int64_t i = i0 + ii;
+                    int64_t a = 0, e = w;
+                    if (band_keys) {
+                      a = std::min(std::max<int64_t>(0, i - r - j0), w);
+                      e = std::max(std::min<int64_t>(w, i + r + 1 - j0), a);
+                    }
+                    if (lh[i] == ninf || a >= e) continue;
+                    T* srow = S + ii * ldS;
+                    if (bh_bias != nullptr) {
+                      const T* brow = bh_bias + i * bstr[2] + j0 * bstr[3];
+                      for (int64_t j = a; j < e; ++j) srow[j] += brow[j * bstr[3]];
+                    }
+                    rrow[i] += col_rowsum(srow, a, e, lh[i], gcol + rowbase + j0);
+                  }
+                }
+              }
+              for (int64_t i = 0; i < len; ++i) crow[i] -= rrow[i];
+            }
             for (int64_t kt = u0; kt < u1; ++kt) {
               const int64_t j0 = kt * BK;
               const int64_t j1 = std::min(len, j0 + BK);
@@ -332,7 +376,8 @@ void run_backward(const BwdParams& P, const T* q, const T* k, const T* v, const 
                   }
                   const T* brow = bh_bias != nullptr ? bh_bias + i * bstr[2] + j0 * bstr[3] : nullptr;
                   finish_row<T>(S + ii * ldS, dS + ii * ldS, w, a, e, j0, i, lh[i] == ninf, zero_span, r,
-                                P.g_out, brow, bstr[3], nullptr, row_grad(i), row_fn);
+                                P.g_out, brow, bstr[3], P.g_col ? gcol + rowbase + j0 : nullptr, row_grad(i),
+                                row_fn);
                 }
                 if (P.g_out && on_band) gemm<T>(true, false, w, Dv, nq, T(1), S, ldS, gob, Dv, T(1), dvh + j0 * Dv, Dv);
                 gemm<T>(true, false, w, D, nq, scale, dS, ldS, qb, D, T(1), dkh + j0 * D, D);
