@@ -5,7 +5,7 @@ cross many tile and block edges, and every case is checked against the float64 r
 under the project's rule (satkern.ops.testing.grad_failures): padding, empty rows, both span modes,
 head masks, full and broadcast bias gradients, heads split into key-tile chunks over threads; the
 result is bitwise repeatable for a fixed thread count; the portable and AVX2 builds of the row pass
-both hold; the default tiles at T > 256 (several key tiles) hold."""
+both hold; the default tiles at T = 600 (several key tiles) hold."""
 import os
 import subprocess
 import sys
@@ -135,7 +135,7 @@ def test_key_tile_chunks_over_threads(monkeypatch, threads, nthreads):
 
 
 def test_default_tiles_several_key_tiles(threads):
-    """T = 600 with the default tiles (BK = 256): three key tiles, ragged last one; float32 and float64."""
+    """T = 600 with the default tiles (BK = 128, BQ = 256 or 128): several key tiles and query blocks, ragged last ones; float32 and float64."""
     torch.set_num_threads(2)
     for dtype in (torch.float32, torch.float64):
         q, k, v, _ = _inputs(11, 1, 2, 600, 16, dtype=dtype)

@@ -21,15 +21,18 @@
 // CPU has AVX2+FMA unless SATKERN_CPU_NO_AVX2=1):
 //   * tiled (no colmass gradient): FlashAttention-2's order. The outer loop runs over key tiles of
 //     BK keys, whose K, V, dK, dV tiles stay in cache; the inner loop over query blocks of BQ rows,
-//     with dQ_blk accumulated across key tiles. The S / dS tiles (BQ x BK) and the four key tiles
-//     fit L2 (BQ = 64, BK = 256 in float32: 384 KB), so a query block's GEMMs never stream the
-//     whole K, V, dK, dV from L3 as a whole-row block does. In renorm mode a key tile visits only
+//     with dQ_blk accumulated across key tiles. The S / dS tiles (BQ x BK), the four key tiles and
+//     a query block's Q, dO, dQ fit L2 (float32: BQ = 256, BK = 128, 576 KB; float64: BQ = 128), so
+//     a query block's GEMMs never stream the whole K, V, dK, dV from L3 as a whole-row block does
+//     (measured on a quiet 2-core Zen 5, T = 1024 and 4096: 256 x 128 at or near the best of
+//     64..256 x 128..512; within noise of each other). In renorm mode a key tile visits only
 //     the query rows whose band reaches it; in zero-span mode the dP and dV products of a pair
 //     that lies wholly off the band are skipped (P' and dP are 0 there).
 //   * whole rows (a colmass gradient): r_i needs each row's whole P, so per block of BQ query rows
 //     S and dP are formed over the block's whole key window (the old schedule); r_i comes from the
 //     row buffer, no pre-pass. SATKERN_CPU_BWD_SCHEDULE=tiled runs a colmass gradient tiled
-//     too, with a pre-pass that recomputes S tile by tile for r_i (a sixth GEMM).
+//     too, with a pre-pass that recomputes S tile by tile for r_i (a sixth GEMM): measured 7-12%
+//     slower than whole rows at T = 1024 and 4096, so whole rows stay the default there.
 // SATKERN_CPU_BWD_SCHEDULE=tiled / rows forces a schedule and SATKERN_CPU_BWD_TILE="BQ,BK" the tile
 // sizes (tuning and tests only).
 //
@@ -222,12 +225,13 @@ void run_backward(const BwdParams& P, const T* q, const T* k, const T* v, const 
   //   tiled: BQ query rows x BK keys (renorm: about the span, so that a tile's rows stay near the band).
   //   whole rows: BQ = 64 (as the forward), halved while the two BQ x window buffers would exceed
   //   2 MB; in renorm mode about the span.
-  int64_t BQ = 64, BK = 256;
+  int64_t BQ = 64, BK = 128;
   auto window_max = [&](int64_t bq) { return band_keys ? std::min(T_, bq + 2 * r) : T_; };
   if (tiled) {
+    BQ = sizeof(T) == 4 ? 256 : 128;  // float32: S and dS 2 x 128 KB, K/V/dK/dV tiles 128 KB, Q/dO/dQ blocks 192 KB
     if (band_keys) {
       BQ = std::max<int64_t>(16, std::min<int64_t>(64, r));
-      BK = std::max<int64_t>(32, std::min<int64_t>(256, r));
+      BK = std::max<int64_t>(32, std::min<int64_t>(128, r));
     }
     tile_override(BQ, BK);
     BK = std::min(BK, T_);
