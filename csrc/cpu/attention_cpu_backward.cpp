@@ -261,6 +261,14 @@ void run_backward(const BwdParams& P, const T* q, const T* k, const T* v, const 
   Tensor part_t;
   if (nchunks > 1) part_t = at::zeros({nchunks * part_stride}, opts);
   T* const part = nchunks > 1 ? part_t.data_ptr<T>() : nullptr;
+  // dq, dk, dv arrive uninitialized: zeroed here, or, when one task owns each head whole (tiled, one
+  // chunk), by that task right before it works on the head (in parallel, and the rows stay in cache)
+  const bool zero_in_task = tiled && nchunks == 1;
+  if (!zero_in_task) {
+    std::fill(dq, dq + BHT * D, T(0));
+    std::fill(dk, dk + BHT * D, T(0));
+    std::fill(dv, dv + BHT * Dv, T(0));
+  }
 
   const GradRowFn<T> row_fn = pick_grad_row<T>(P.g_out, P.g_ent, P.g_dist, P.g_col);
   const ColRowsumFn<T> col_rowsum = P.g_col ? pick_colmass_rowsum<T>() : nullptr;
@@ -280,8 +288,13 @@ void run_backward(const BwdParams& P, const T* q, const T* k, const T* v, const 
       const int64_t u0 = chunk * units_per_chunk, u1 = std::min(nunits, u0 + units_per_chunk);
       for (int64_t b = share_b ? 0 : gb; b < (share_b ? B : gb + 1); ++b) {
         for (int64_t h = share_h ? 0 : gh; h < (share_h ? H : gh + 1); ++h) {
-          if (head_mask != nullptr && !head_mask[b * H + h]) continue;  // masked head: no work
           const int64_t bh = b * H + h;
+          if (zero_in_task) {
+            std::fill(dq + bh * T_ * D, dq + (bh + 1) * T_ * D, T(0));
+            std::fill(dk + bh * T_ * D, dk + (bh + 1) * T_ * D, T(0));
+            std::fill(dv + bh * T_ * Dv, dv + (bh + 1) * T_ * Dv, T(0));
+          }
+          if (head_mask != nullptr && !head_mask[bh]) continue;  // masked head: no work
           const int64_t rowbase = bh * T_;
           const int64_t len = lengths[b];
           if (len == 0 || u0 >= u1) continue;
@@ -560,7 +573,8 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> fused_attention_backward_cpu(
 
   Tensor qc = prep(q), kc = prep(k), vc = prep(v), oc = prep(out), lc = prep(lse);
   auto so = q.options().dtype(acc);
-  Tensor dq = at::zeros({B, H, T_, D}, so), dk = at::zeros({B, H, T_, D}, so), dv = at::zeros({B, H, T_, Dv}, so);
+  // uninitialized: run_backward zeroes them (see zero_in_task)
+  Tensor dq = at::empty({B, H, T_, D}, so), dk = at::empty({B, H, T_, D}, so), dv = at::empty({B, H, T_, Dv}, so);
   AT_DISPATCH_FLOATING_TYPES(acc, "satkern_fused_attention_backward_cpu", [&] {
     auto ptr = [](const Tensor& t) -> const scalar_t* { return t.defined() ? t.data_ptr<scalar_t>() : nullptr; };
     run_backward<scalar_t>(P, ptr(qc), ptr(kc), ptr(vc), ptr(oc), ptr(lc), ptr(entc), ptr(distc), ptr(go),
