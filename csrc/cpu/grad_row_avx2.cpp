@@ -1,0 +1,16 @@
+// The backward's row pass built for AVX2 + FMA (setup.py compiles *_avx2.cpp files with -mavx2
+// -mfma and CPU_CAPABILITY=AVX2, so at::vec uses 256-bit vectors and its vectorized exp).
+// attention_cpu_backward.cpp calls into it only when cpu_has_avx2() (a portable unit) says the CPU
+// runs it. On other architectures this file builds the generic code under the grad_avx2 name
+// (never chosen: avx2_rows_built() is false there).
+#define SATKERN_GRAD_NS grad_avx2
+#include "cpu/grad_row.inc.h"
+
+namespace satkern {
+namespace grad_avx2 {
+template GradRowFn<float> grad_row_fn<float>(bool, bool, bool, bool);
+template GradRowFn<double> grad_row_fn<double>(bool, bool, bool, bool);
+template ColRowsumFn<float> colmass_rowsum_fn<float>();
+template ColRowsumFn<double> colmass_rowsum_fn<double>();
+}  // namespace grad_avx2
+}  // namespace satkern
