@@ -80,6 +80,26 @@ def make_manifest(tmp: Path, repeat: int, limit, concat: int = 1) -> Path:
     return m
 
 
+class LoaderClock:
+    """Iterates a job loader's ``(items, load seconds)`` batches, yielding the items and adding up how long
+    the loop waited for the loader (``wait_s``) and how long loading took (``load_s``)."""
+
+    def __init__(self, loader):
+        self.loader, self.wait_s, self.load_s = loader, 0.0, 0.0
+
+    def __iter__(self):
+        it = iter(self.loader)
+        while True:
+            tw = time.perf_counter()
+            try:
+                items, tl = next(it)
+            except StopIteration:
+                return
+            self.wait_s += time.perf_counter() - tw
+            self.load_s += tl
+            yield items
+
+
 def eager_job(sm, manifest: Path, budget: float, workers: int, fold: bool):
     """The usual way: eager maps out of the model, statistics from them in torch."""
     from satkern.corpus import TIMIT39, collect_labels, discover_corpus, fold_39, frame_label_weights
@@ -95,17 +115,9 @@ def eager_job(sm, manifest: Path, budget: float, workers: int, fold: bool):
     Pp = Pu = None
     n = 0
     audio = 0.0
-    load_s = wait_s = 0.0
     t0 = time.perf_counter()
-    it = iter(loader)
-    while True:
-        tw = time.perf_counter()
-        try:
-            items, tl = next(it)
-        except StopIteration:
-            break
-        wait_s += time.perf_counter() - tw
-        load_s += tl
+    clock = LoaderClock(loader)
+    for items in clock:
         waves = [i.waveform for i in items]
         inputs, frames = sm.prepare(waves)
         with torch.inference_mode():
@@ -141,7 +153,7 @@ def eager_job(sm, manifest: Path, budget: float, workers: int, fold: bool):
         audio += sum(len(w) for w in waves) / rate
     run_s = time.perf_counter() - t0
     return {"means": (sums / n).numpy(), "Pp": (Pp / n).numpy(), "Pu": (Pu / n).numpy(), "n": n, "audio_s": audio,
-            "run_s": run_s, "load_s": load_s, "wait_s": wait_s}
+            "run_s": run_s, "load_s": clock.load_s, "wait_s": clock.wait_s}
 
 
 def batches(sm, manifest: Path, budget: float, workers: int, fold: bool):
@@ -157,24 +169,18 @@ def batches(sm, manifest: Path, budget: float, workers: int, fold: bool):
 
 def plain_job(sm, manifest: Path, budget: float, workers: int, fold: bool):
     """The floor: the unpatched model (SDPA attention) over the same batches, no statistics."""
-    audio, load_s, wait_s, n = 0.0, 0.0, 0.0, 0
+    audio, n = 0.0, 0
     t0 = time.perf_counter()
-    it = iter(batches(sm, manifest, budget, workers, fold))
-    while True:
-        tw = time.perf_counter()
-        try:
-            items, tl = next(it)
-        except StopIteration:
-            break
-        wait_s += time.perf_counter() - tw
-        load_s += tl
+    clock = LoaderClock(batches(sm, manifest, budget, workers, fold))
+    for items in clock:
         waves = [i.waveform for i in items]
         inputs, _ = sm.prepare(waves)
         with torch.inference_mode():
             sm.forward(inputs)
         n += len(items)
         audio += sum(len(w) for w in waves) / sm.sample_rate
-    return {"n": n, "audio_s": audio, "run_s": time.perf_counter() - t0, "load_s": load_s, "wait_s": wait_s}
+    return {"n": n, "audio_s": audio, "run_s": time.perf_counter() - t0, "load_s": clock.load_s,
+            "wait_s": clock.wait_s}
 
 
 def main(argv=None) -> int:
