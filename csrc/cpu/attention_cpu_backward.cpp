@@ -94,6 +94,13 @@ T dot(const T* x, const T* y, int64_t n) {
   return s;
 }
 
+// The admissible keys [a, e) of query row i inside the key tile [j0, j0 + w) (tile coordinates)
+// when only keys with |i - j| <= r are (renorm span); an empty range where the band misses the tile.
+inline void band_in_tile(int64_t i, int64_t r, int64_t j0, int64_t w, int64_t& a, int64_t& e) {
+  a = std::min(std::max<int64_t>(0, i - r - j0), w);
+  e = std::max(std::min<int64_t>(w, i + r + 1 - j0), a);
+}
+
 inline bool env_is_1(const char* name) {
   const char* env = std::getenv(name);
   return env != nullptr && env[0] == '1';
@@ -349,10 +356,7 @@ void run_backward(const BwdParams& P, const T* q, const T* k, const T* v, const 
                   for (int64_t ii = 0; ii < nq; ++ii) {
                     const int64_t i = i0 + ii;
                     int64_t a = 0, e = w;
-                    if (band_keys) {
-                      a = std::min(std::max<int64_t>(0, i - r - j0), w);
-                      e = std::max(std::min<int64_t>(w, i + r + 1 - j0), a);
-                    }
+                    if (band_keys) band_in_tile(i, r, j0, w, a, e);
                     if (lh[i] == ninf || a >= e) continue;
                     T* srow = S + ii * ldS;
                     if (bh_bias != nullptr) {
@@ -387,10 +391,7 @@ void run_backward(const BwdParams& P, const T* q, const T* k, const T* v, const 
                 for (int64_t ii = 0; ii < nq; ++ii) {
                   const int64_t i = i0 + ii;
                   int64_t a = 0, e = w;
-                  if (band_keys) {
-                    a = std::min(std::max<int64_t>(0, i - r - j0), w);
-                    e = std::max(std::min<int64_t>(w, i + r + 1 - j0), a);
-                  }
+                  if (band_keys) band_in_tile(i, r, j0, w, a, e);
                   const T* brow = bh_bias != nullptr ? bh_bias + i * bstr[2] + j0 * bstr[3] : nullptr;
                   finish_row<T>(S + ii * ldS, dS + ii * ldS, w, a, e, j0, i, lh[i] == ninf, zero_span, r,
                                 P.g_out, brow, bstr[3], P.g_col ? gcol + rowbase + j0 : nullptr, row_grad(i),
