@@ -7,6 +7,7 @@ utterance switch take: ``*_handler_ms`` the event handler itself, the others unt
 drawn (each timed in the page with ``performance.now()``).
 
     python scripts/explorer_budget.py [--seconds 60] [--layers 12] [--heads 12] [--out /tmp/explorer.html]
+    python scripts/explorer_budget.py --head-maps RUN/head_maps.npz   # a real analyze run's maps instead
 
 Timings depend on the machine and its load; say which machine and load when quoting them.
 """
@@ -85,12 +86,23 @@ def main(argv=None) -> int:
     ap.add_argument("--layers", type=int, default=12)
     ap.add_argument("--heads", type=int, default=12)
     ap.add_argument("--out", default="/tmp/satkern-explorer-budget.html")
+    ap.add_argument("--head-maps", help="time the maps of a real run (satkern analyze --head-maps 2) instead of synthetic ones")
     args = ap.parse_args(argv)
     if find_chromium() is None:
         print("explorer_budget: no chromium executable (apt-get install chromium)", file=sys.stderr)
         return 2
-    hm = synthetic(args.seconds, args.layers, args.heads)
-    html = page(hm, title=f"{args.seconds:.0f} s, {args.layers} x {args.heads} heads")
+    if args.head_maps:
+        from satkern.analysis import load_head_maps
+
+        hm = load_head_maps(args.head_maps)
+        args.layers, args.heads = hm.utterances[0].maps_q.shape[:2]
+        if len(hm.utterances) < 2:
+            print("explorer_budget: --head-maps: expected maps of at least 2 utterances (the switch is timed)",
+                  file=sys.stderr)
+            return 2
+    else:
+        hm = synthetic(args.seconds, args.layers, args.heads)
+    html = page(hm, title=f"{hm.utterances[0].frames} frames, {args.layers} x {args.heads} heads")
     out = Path(args.out)
     out.write_text(html, encoding="utf-8")
     u = hm.utterances[0]
