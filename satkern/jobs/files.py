@@ -7,13 +7,17 @@ import os
 from pathlib import Path
 
 
-def atomic_write_bytes(path, data: bytes) -> None:
+def atomic_write(path, write) -> None:
+    """Write ``path`` atomically: ``write(f)`` fills a binary file object opened on a temporary name
+    beside ``path`` (``.<name>.tmp-<pid>``, which no reader takes for an output), which is fsynced and
+    renamed over ``path``; the folder is then fsynced. A kill at any moment leaves either the old file or
+    the whole new one under ``path``; a failed write leaves no temporary file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
         with open(tmp, "wb") as f:
-            f.write(data)
+            write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -21,6 +25,10 @@ def atomic_write_bytes(path, data: bytes) -> None:
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+def atomic_write_bytes(path, data: bytes) -> None:
+    atomic_write(path, lambda f: f.write(data))
 
 
 def fsync_folder(folder) -> None:

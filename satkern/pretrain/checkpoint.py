@@ -16,7 +16,6 @@ Files are written atomically (temp file in the same folder, then ``os.replace``)
 """
 from __future__ import annotations
 
-import os
 import re
 from pathlib import Path
 from typing import Any, Dict, Optional
@@ -31,23 +30,12 @@ def checkpoint_name(step: int) -> str:
 
 
 def atomic_save(obj: Any, path) -> None:
-    """``torch.save`` to a temporary name in the same folder (which :func:`latest_checkpoint` never
-    picks), fsynced, then ``os.replace``: a kill at any moment leaves either the old file or the whole
-    new one under ``path``, never a torn checkpoint that ``--resume`` would trust."""
-    from ..jobs.files import fsync_folder
+    """``torch.save`` through :func:`satkern.jobs.files.atomic_write` (a temporary name that
+    :func:`latest_checkpoint` never picks, fsynced, renamed): a kill at any moment leaves either the old
+    file or the whole new one under ``path``, never a torn checkpoint that ``--resume`` would trust."""
+    from ..jobs.files import atomic_write
 
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        with open(tmp, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-        fsync_folder(path.parent)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    atomic_write(path, lambda f: torch.save(obj, f))
 
 
 def latest_checkpoint(folder) -> Optional[Path]:

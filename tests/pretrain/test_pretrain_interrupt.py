@@ -32,7 +32,7 @@ def test_sigint_mid_pretrain_then_resume_equals_uninterrupted(tmp_path, capsys):
     lines = [ln for ln in err.splitlines() if "interrupted" in ln]
     assert lines == ["satkern pretrain: interrupted: 2 of 8 steps kept; resume with --resume"], err
     assert sorted(p.name for p in out.glob("states-*.ckpt")) == ["states-2.ckpt"]  # written by the stop itself
-    (out / ".states-3.ckpt.tmp999").write_bytes(b"torn")  # what a kill inside a checkpoint write leaves
+    (out / ".states-3.ckpt.tmp-999").write_bytes(b"torn")  # what a kill inside a checkpoint write leaves
     for name in ("loss.csv", "monitor.csv"):  # and a kill inside a row's write: the start of a step number
         with open(out / name, "a") as f:
             f.write("1")
