@@ -9,7 +9,7 @@ import satkern
 from satkern.ops import schema
 from satkern.ops.contract import validate
 from satkern.ops.extension import extension_error
-from satkern.ops.testing import compiler_missing, grad_failures, grads_of
+from satkern.ops.testing import compiler_missing, grad_failures, grad_inputs, grads_of
 
 pytestmark = pytest.mark.skipif(extension_error() is not None,
                                 reason=f"C++ extension not built: {extension_error()}")
@@ -17,13 +17,6 @@ pytestmark = pytest.mark.skipif(extension_error() is not None,
 DIFF_STATS = ("entropy", "distance", "colmass")
 
 
-def _inputs(seed, B, H, T, D, dtype, bias_shape=None):
-    g = torch.Generator().manual_seed(seed)
-    q, k, v = (torch.randn(B, H, T, D, generator=g, dtype=torch.float64).to(dtype).requires_grad_() for _ in range(3))
-    bias = None
-    if bias_shape is not None:
-        bias = torch.randn(*bias_shape, generator=g, dtype=torch.float64).to(dtype).requires_grad_()
-    return q, k, v, bias
 
 
 # (name, kwargs of satkern.attention except q/k/v/bias, bias shape or None)
@@ -43,7 +36,7 @@ GRADCHECK_CASES = [
 
 @pytest.mark.parametrize("name,kw,bias_shape", GRADCHECK_CASES, ids=[c[0] for c in GRADCHECK_CASES])
 def test_gradcheck_cpu_float64(name, kw, bias_shape):
-    q, k, v, bias = _inputs(hash(name) % 1000, 2, 2, 6, 4, torch.float64, bias_shape)
+    q, k, v, bias = grad_inputs(hash(name) % 1000, 2, 2, 6, 4, torch.float64, bias_shape)
     stats = kw.get("stats", ())
 
     def f(q, k, v, *maybe_bias):
@@ -81,7 +74,7 @@ def _compare_backend(backend, name, kw, bias_shape, dtype=torch.float32):
             kw[key] = torch.tensor(kw[key])
     stats = kw.get("stats", ())
     seed = sum(map(ord, name))
-    q, k, v, bias = _inputs(seed, B, H, T, D, dtype, bias_shape)
+    q, k, v, bias = grad_inputs(seed, B, H, T, D, dtype, bias_shape)
     res = satkern.attention(q, k, v, bias=bias, backend=backend, **kw)
     weights = _loss_weights(res, seed + 1, ("out", "lse") + tuple(stats))
     got = grads_of(res, weights, q, k, v, bias)
@@ -110,8 +103,8 @@ def test_cpu_grads_bfloat16_match_reference():
     assert not bad, bad
 
 
-def test_grad_dtypes_and_shapes_follow_inputs():
-    q, k, v, bias = _inputs(3, 2, 2, 10, 8, torch.bfloat16, (10, 10))
+def test_grad_dtypes_and_shapes_followgrad_inputs():
+    q, k, v, bias = grad_inputs(3, 2, 2, 10, 8, torch.bfloat16, (10, 10))
     res = satkern.attention(q, k, v, bias=bias, stats=("entropy",), backend="cpu")
     (res.out.float().sum() + res.entropy.sum()).backward()
     for x in (q, k, v, bias):
@@ -119,7 +112,7 @@ def test_grad_dtypes_and_shapes_follow_inputs():
 
 
 def test_masked_heads_and_padding_get_no_gradient():
-    q, k, v, _ = _inputs(4, 2, 3, 12, 8, torch.float32)
+    q, k, v, _ = grad_inputs(4, 2, 3, 12, 8, torch.float32)
     res = satkern.attention(q, k, v, lengths=torch.tensor([12, 7]), head_mask=torch.tensor([1, 0, 1]),
                             stats=("entropy", "distance"), backend="cpu")
     (res.out.sum() + res.entropy.nan_to_num().sum() + res.distance.nan_to_num().sum()).backward()
@@ -131,7 +124,7 @@ def test_masked_heads_and_padding_get_no_gradient():
 
 def test_cpu_backward_is_deterministic():
     def grads():
-        q, k, v, bias = _inputs(5, 1, 2, 200, 16, torch.float32, (2, 200, 200))
+        q, k, v, bias = grad_inputs(5, 1, 2, 200, 16, torch.float32, (2, 200, 200))
         res = satkern.attention(q, k, v, bias=bias, stats=DIFF_STATS, lengths=torch.tensor([190]), backend="cpu")
         (res.out.square().sum() + res.entropy.sum() + res.colmass.square().sum()).backward()
         return [x.grad for x in (q, k, v, bias)]
@@ -142,7 +135,7 @@ def test_cpu_backward_is_deterministic():
 
 @pytest.mark.parametrize("name", ["maxweight", "label_mass"])
 def test_gradient_into_non_differentiable_stat_raises(name):
-    q, k, v, _ = _inputs(6, 1, 2, 8, 4, torch.float32)
+    q, k, v, _ = grad_inputs(6, 1, 2, 8, 4, torch.float32)
     res = satkern.attention(q, k, v, stats=("maxweight",), label_weights=torch.rand(1, 8, 3), backend="cpu")
     with pytest.raises(RuntimeError, match=f"'{name}' is not differentiable"):
         getattr(res, name).sum().backward()
@@ -153,7 +146,7 @@ def test_gradient_into_non_differentiable_stat_raises(name):
 
 
 def test_double_backward_raises():
-    q, k, v, _ = _inputs(7, 1, 1, 5, 4, torch.float64)
+    q, k, v, _ = grad_inputs(7, 1, 1, 5, 4, torch.float64)
     res = satkern.attention(q, k, v, backend="cpu")
     (gq,) = torch.autograd.grad(res.out.square().sum(), q, create_graph=True)
     with pytest.raises(RuntimeError, match="double backward"):
@@ -161,7 +154,7 @@ def test_double_backward_raises():
 
 
 def _op_args(seed, *, B=2, H=2, T=11, D=8, bias_shape=None, **kw):
-    q, k, v, bias = _inputs(seed, B, H, T, D, torch.float32, bias_shape)
+    q, k, v, bias = grad_inputs(seed, B, H, T, D, torch.float32, bias_shape)
     return schema.op_args(validate(q, k, v, bias=bias, **kw))
 
 

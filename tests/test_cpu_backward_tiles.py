@@ -17,7 +17,7 @@ import torch
 import satkern
 from satkern.ops.contract import validate
 from satkern.ops.extension import extension_error
-from satkern.ops.testing import grad_failures, grads_of, torch_baseline
+from satkern.ops.testing import grad_failures, grad_inputs, grads_of, torch_baseline
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -34,13 +34,6 @@ def threads():
     torch.set_num_threads(before)
 
 
-def _inputs(seed, B, H, T, D, bias_shape=None, dtype=torch.float32):
-    g = torch.Generator().manual_seed(seed)
-    q, k, v = (torch.randn(B, H, T, D, generator=g, dtype=torch.float64).to(dtype).requires_grad_() for _ in range(3))
-    bias = None
-    if bias_shape is not None:
-        bias = torch.randn(*bias_shape, generator=g, dtype=torch.float64).to(dtype).requires_grad_()
-    return q, k, v, bias
 
 
 def _weights(res, seed, names):
@@ -95,7 +88,7 @@ def test_tiled_grads_match_reference(monkeypatch, tile, schedule, name, B, H, T,
         monkeypatch.setenv("SATKERN_CPU_BWD_SCHEDULE", schedule)
         kw["stats"] = tuple(kw.get("stats", ())) + ("colmass",)
     seed = sum(map(ord, name))
-    q, k, v, bias = _inputs(seed, B, H, T, D, bias_shape)
+    q, k, v, bias = grad_inputs(seed, B, H, T, D, bias_shape=bias_shape)
     bad = _failures(q, k, v, bias, kw, seed + 1)
     assert not bad, bad
 
@@ -103,7 +96,7 @@ def test_tiled_grads_match_reference(monkeypatch, tile, schedule, name, B, H, T,
 def test_empty_rows_get_no_gradient(monkeypatch):
     """A bias of -inf over a whole row (lse = -inf) or over some keys: no NaN, no gradient through them."""
     monkeypatch.setenv("SATKERN_CPU_BWD_TILE", "4,8")
-    q, k, v, _ = _inputs(7, 1, 2, 30, 8)
+    q, k, v, _ = grad_inputs(7, 1, 2, 30, 8)
     bias = torch.zeros(1, 2, 30, 30)
     bias[0, 0, 5] = float("-inf")          # row 5 of head 0: no distribution
     bias[0, 1, :, 10:20] = float("-inf")   # keys 10..19 of head 1: weight 0
@@ -124,7 +117,7 @@ def test_key_tile_chunks_over_threads(monkeypatch, threads, nthreads):
     monkeypatch.setenv("SATKERN_CPU_BWD_TILE", "8,8")
     monkeypatch.setenv("SATKERN_CPU_BWD_SCHEDULE", "tiled")  # colmass too: every chunk's r_i pre-pass
     torch.set_num_threads(nthreads)
-    q, k, v, bias = _inputs(nthreads, 1, 1, 53, 16, (1, 1, 53, 53))
+    q, k, v, bias = grad_inputs(nthreads, 1, 1, 53, 16, bias_shape=(1, 1, 53, 53))
     kw = dict(lengths=torch.tensor([50]), stats=TILED_STATS + ("colmass",), span=9)
     bad = _failures(q, k, v, bias, kw, 3)
     assert not bad, bad
@@ -138,7 +131,7 @@ def test_default_tiles_several_key_tiles(threads):
     """T = 600 with the default tiles (BK = 128, BQ = 256 or 128): several key tiles and query blocks, ragged last ones; float32 and float64."""
     torch.set_num_threads(2)
     for dtype in (torch.float32, torch.float64):
-        q, k, v, _ = _inputs(11, 1, 2, 600, 16, dtype=dtype)
+        q, k, v, _ = grad_inputs(11, 1, 2, 600, 16, dtype=dtype)
         kw = dict(lengths=torch.tensor([590]), stats=TILED_STATS)
         if dtype == torch.float32:
             bad = _failures(q, k, v, None, kw, 12)

@@ -149,6 +149,17 @@ def failures(report: Dict[str, dict]) -> str:
 GRAD_NAMES = ("q", "k", "v", "bias")
 
 
+def grad_inputs(seed: int, B: int, H: int, T: int, D: int, dtype: torch.dtype = torch.float32, bias_shape=None):
+    """Fresh random leaf tensors ``q, k, v`` [B, H, T, D] (and a ``bias`` of ``bias_shape``, else None) that
+    require grad: drawn in float64 from ``seed``, then cast to ``dtype``, so every dtype sees the same values."""
+    g = torch.Generator().manual_seed(seed)
+    q, k, v = (torch.randn(B, H, T, D, generator=g, dtype=torch.float64).to(dtype).requires_grad_() for _ in range(3))
+    bias = None
+    if bias_shape is not None:
+        bias = torch.randn(*bias_shape, generator=g, dtype=torch.float64).to(dtype).requires_grad_()
+    return q, k, v, bias
+
+
 def grads_of(res: AttentionResult, weights: Dict[str, torch.Tensor], q, k, v, bias=None) -> Dict[str, torch.Tensor]:
     """Gradients of ``sum_f sum(weights[f] * res.f)`` (float64 weights, fields of ``res``; NaN entries of a
     field, i.e. masked heads, count as 0) with respect to q, k, v and, when given, bias."""
