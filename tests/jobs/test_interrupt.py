@@ -32,13 +32,7 @@ ANALYZE = ["analyze", "--model", MODEL, "--corpus", str(FIXTURE), "--max-utteran
            "--budget-seconds", "0", "--checkpoint-seconds", "1000", "--per-utterance", "--no-progress"]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One torch thread, as the children run (OMP_NUM_THREADS=1): bit-equal results need the same count."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tests/conftest.py
 
 
 def _interrupted_lines(err: str):

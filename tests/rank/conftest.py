@@ -11,12 +11,9 @@ from rank_helpers import FIXTURE, MODEL, write_checkpoint  # noqa: F401
 
 
 @pytest.fixture(autouse=True)
-def one_thread():
-    """One torch thread (fast and repeatable on the shared 2-core CI machine); restored afterwards."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
+def _one_thread(one_torch_thread):
+    """Every ranking test runs with one torch thread (tests/conftest.py)."""
     yield
-    torch.set_num_threads(n)
 
 
 @pytest.fixture(scope="session")

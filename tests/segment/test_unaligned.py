@@ -25,12 +25,7 @@ STEMS = ["SX001", "SX002", "SX003", "SX004"]
 ARGS = ["--features", "attention,mfcc", "--candidates", "3", "--keep-heads", "2", "--no-progress"]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny shapes: one thread is fastest on the shared CI machine
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tests/conftest.py
 
 
 @pytest.fixture
