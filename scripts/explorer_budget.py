@@ -94,7 +94,11 @@ def main(argv=None) -> int:
     if args.head_maps:
         from satkern.analysis import load_head_maps
 
-        hm = load_head_maps(args.head_maps)
+        try:
+            hm = load_head_maps(args.head_maps)
+        except ValueError as e:
+            print(f"explorer_budget: --head-maps: {e}", file=sys.stderr)
+            return 2
         args.layers, args.heads = hm.utterances[0].maps_q.shape[:2]
         if len(hm.utterances) < 2:
             print("explorer_budget: --head-maps: expected maps of at least 2 utterances (the switch is timed)",
