@@ -35,12 +35,20 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--warmup", type=float, default=d.warmup, help=f"warm-up share of the steps (default {d.warmup})")
     ap.add_argument("--weight-decay", type=float, default=d.weight_decay, help=f"AdamW weight decay (default {d.weight_decay})")
     ap.add_argument("--dropout", type=float, default=d.dropout, help=f"dropout (default {d.dropout})")
+    ap.add_argument("--attention-dropout", type=float, default=d.attention_dropout,
+                    help="dropout on the attention probabilities (default: --dropout)")
     ap.add_argument("--pre-layer-norm", action="store_true", help="pre-LN layers (s3prl's pre_layer_norm)")
     ap.add_argument("--local-init-heads", type=int, default=d.local_init_heads,
                     help="positional initialization of the query/key projections of this many heads per layer "
                          f"(docs/models/recipe-search.md; default {d.local_init_heads}: s3prl's initialization)")
     ap.add_argument("--local-init-gain", type=float, default=d.local_init_gain,
                     help=f"gain of that initialization (default {d.local_init_gain})")
+    ap.add_argument("--local-init-shift", type=int, default=d.local_init_shift,
+                    help="frames those heads start off the diagonal: even heads look back, odd heads "
+                         f"ahead (default {d.local_init_shift}: on the diagonal)")
+    ap.add_argument("--position-dims", type=int, default=d.position_dims,
+                    help="the first N dimensions of the input representation carry the position table "
+                         f"alone: the input projection's rows there stay zero (default {d.position_dims}: off)")
     ap.add_argument("--monitor-every", type=int, default=d.monitor_every,
                     help=f"measure held-out L1 and attention locality every N steps, 0 off (default {d.monitor_every})")
     ap.add_argument("--monitor-utterances", type=int, default=d.monitor_utterances,
@@ -67,9 +75,9 @@ def run(args) -> int:
                          heads=args.heads, ffn=args.ffn, downsample=args.downsample, n_mels=args.n_mels,
                          mask_consecutive=args.mask_consecutive, mask_proportion=args.mask_proportion,
                          steps=args.steps, batch_seconds=args.batch_seconds, lr=args.lr, warmup=args.warmup,
-                         weight_decay=args.weight_decay, dropout=args.dropout, seed=args.seed,
+                         weight_decay=args.weight_decay, dropout=args.dropout, attention_dropout=args.attention_dropout, seed=args.seed,
                          pre_layer_norm=args.pre_layer_norm, local_init_heads=args.local_init_heads,
-                         local_init_gain=args.local_init_gain, monitor_every=args.monitor_every,
+                         local_init_gain=args.local_init_gain, local_init_shift=args.local_init_shift, position_dims=args.position_dims, monitor_every=args.monitor_every,
                          monitor_utterances=args.monitor_utterances, monitor_split=args.monitor_split,
                          save_every=args.save_every, attention=args.attention, device=args.device,
                          threads=args.threads, resume=args.resume,

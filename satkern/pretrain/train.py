@@ -20,6 +20,7 @@ from __future__ import annotations
 import csv
 import dataclasses
 import json
+import math
 import os
 import random
 import time
@@ -68,11 +69,19 @@ class PretrainConfig:
     weight_decay: float = 0.01
     grad_clip: float = 5.0  # s3prl's gradient_clipping
     dropout: float = 0.1
+    # dropout on the attention probabilities (s3prl's attention_probs_dropout_prob); None: --dropout
+    attention_dropout: Optional[float] = None
     pre_layer_norm: bool = False  # s3prl's pre_layer_norm (LayerNorm before each block instead of after)
     # positional initialization of the query/key projections of this many heads per layer (see
     # local_init); 0 keeps s3prl's N(0, initializer_range) everywhere
     local_init_heads: int = 0
     local_init_gain: float = 1.5
+    # frames the planted heads' kernel is moved off the diagonal: heads 0, 2, .. look this many frames
+    # back, heads 1, 3, .. as many ahead (0: every planted head peaks on its own frame)
+    local_init_shift: int = 0
+    # the first N dimensions of the input representation carry the sinusoidal table alone: the rows of
+    # spec_transform that would add features there are zero and stay zero (see hold_position_dims)
+    position_dims: int = 0
     # held-out measurements (satkern.pretrain.monitor): every N steps, on N utterances of this split
     monitor_every: int = 500  # 0: off
     monitor_utterances: int = 24
@@ -108,11 +117,16 @@ class PretrainConfig:
         need(self.save_every >= 1, f"--save-every must be >= 1; got {self.save_every}")
         need(self.attention in ("sdpa", "eager"), f"--attention must be sdpa or eager; got {self.attention!r}")
         need(0.0 <= self.dropout < 1.0, f"--dropout must be in [0, 1); got {self.dropout}")
+        need(self.attention_dropout is None or 0.0 <= self.attention_dropout < 1.0,
+             f"--attention-dropout must be in [0, 1); got {self.attention_dropout}")
         need(0 <= self.local_init_heads <= self.heads,
              f"--local-init-heads must be in [0, --heads {self.heads}]; got {self.local_init_heads}")
         need(self.local_init_heads == 0 or self.hidden // self.heads <= self.hidden // 2,
              "--local-init-heads needs a head size of at most half the hidden size")
         need(self.local_init_gain > 0, f"--local-init-gain must be > 0; got {self.local_init_gain}")
+        need(self.local_init_shift >= 0, f"--local-init-shift must be >= 0; got {self.local_init_shift}")
+        need(0 <= self.position_dims < self.hidden,
+             f"--position-dims must be in [0, --hidden {self.hidden}); got {self.position_dims}")
         need(self.monitor_every >= 0, f"--monitor-every must be >= 0; got {self.monitor_every}")
         need(self.monitor_utterances >= 1, f"--monitor-utterances must be >= 1; got {self.monitor_utterances}")
 
@@ -134,7 +148,7 @@ def audio_config(n_mels: int) -> Dict[str, Any]:
 def upstream_config(cfg: PretrainConfig) -> Dict[str, Any]:
     transformer = {"hidden_size": cfg.hidden, "num_hidden_layers": cfg.layers, "num_attention_heads": cfg.heads,
                    "intermediate_size": cfg.ffn, "hidden_act": "gelu", "hidden_dropout_prob": cfg.dropout,
-                   "attention_probs_dropout_prob": cfg.dropout, "initializer_range": 0.02, "layer_norm_eps": 1e-12,
+                   "attention_probs_dropout_prob": cfg.dropout if cfg.attention_dropout is None else cfg.attention_dropout, "initializer_range": 0.02, "layer_norm_eps": 1e-12,
                    "share_layer": False, "pre_layer_norm": bool(cfg.pre_layer_norm),
                    "downsample_rate": cfg.downsample}
     task = {"loss": "L1", "sequence_length": 1500, "position_encoding_size": cfg.hidden,
@@ -153,30 +167,74 @@ def build_model(cfg: PretrainConfig):
     head = SpecHead.for_model(model)
     head.apply(model._init_weights)  # s3prl initializes the head like the transformer: N(0, 0.02), zero bias
     if cfg.local_init_heads:
-        local_init(model, cfg.local_init_heads, cfg.local_init_gain)
+        local_init(model, cfg.local_init_heads, cfg.local_init_gain, cfg.local_init_shift)
+    if cfg.position_dims:
+        hold_position_dims(model, cfg.position_dims)
     return model, head
 
 
 @torch.no_grad()
-def local_init(model, heads_per_layer: int, gain: float) -> None:
+def hold_position_dims(model, n: int) -> None:
+    """Zero the first ``n`` output rows of the input projection ``spec_transform`` (weight and bias)
+    and zero their gradients for the rest of training, so that the first ``n`` dimensions of the
+    input representation are s3prl's sinusoidal table alone (then the input LayerNorm).
+
+    Why (docs/models/recipe-search.md section 5): heads planted by :func:`local_init` read those
+    dimensions, and what moved them off the diagonal in the 12-layer runs was not their query/key
+    weights (restored to their initial values, the heads stay broad) but the input projection: as
+    its output grew, the features written into the table's dimensions drowned the position signal
+    (restoring the input projection alone brings the heads of the first layers back within 2
+    frames). The checkpoint stays an ordinary s3prl checkpoint; those rows are simply zero."""
+    lin = model.input_representations.spec_transform
+    lin.weight[:n] = 0.0
+    lin.bias[:n] = 0.0
+    keep = torch.ones(lin.weight.shape[0], 1, dtype=lin.weight.dtype)
+    keep[:n] = 0.0
+    lin.weight.register_hook(lambda g: g * keep)
+    lin.bias.register_hook(lambda g: g * keep[:, 0])
+
+
+@torch.no_grad()
+def local_init(model, heads_per_layer: int, gain: float, shift: int = 0) -> None:
     """Positional initialization of the query and key projections of the first ``heads_per_layer``
     heads of every layer: ``gain * I`` from the first ``head_size`` hidden dimensions to the head's
-    dimensions, added to s3prl's N(0, initializer_range) weights.
+    dimensions (the query's rotated by ``shift`` frames, below), added to s3prl's
+    N(0, initializer_range) weights.
 
     Why (docs/models/recipe-search.md): the input representation adds s3prl's sinusoidal table,
     whose first ``head_size`` dimensions are its highest-frequency sin/cos pairs, so for these heads
-    ``q_i . k_j`` starts as ``gain^2`` times a kernel that peaks at ``i = j`` -- attention that begins
-    local. From s3prl's initialization alone, masked reconstruction on the synthetic corpus settles
-    on near-uniform attention and never finds local heads (measured); the architecture, the loss
-    and every other weight are s3prl's, and training is free to move these heads anywhere."""
+    ``q_i . k_j`` starts as ``gain^2`` times a kernel ``sum_k cos(w_k (i - j - s))`` that peaks at
+    ``j = i - s``: attention that begins local. With ``shift`` s > 0 the query's pair k is rotated
+    by ``w_k s`` so that heads 0, 2, .. start on the frame s back and heads 1, 3, .. on the frame s
+    ahead (a masked frame's own input is zeros; its neighbours carry the answer), with 0 every
+    planted head starts on its own frame. From s3prl's initialization alone, masked reconstruction
+    on the synthetic corpus settles on near-uniform attention and never finds local heads
+    (measured); the architecture, the loss and every other weight are s3prl's, and training is free
+    to move these heads anywhere."""
     cfg = model.config
-    dh = cfg.hidden_size // cfg.num_attention_heads
-    eye = torch.eye(dh, dtype=torch.float32) * float(gain)
+    hidden = cfg.hidden_size
+    dh = hidden // cfg.num_attention_heads
     for layer in model.encoder.layer:
         att = layer.attention.self
-        for lin in (att.query, att.key):
-            for h in range(int(heads_per_layer)):
-                lin.weight[h * dh:(h + 1) * dh, :dh] += eye.to(lin.weight.dtype)
+        for h in range(int(heads_per_layer)):
+            s = float(shift) * (1.0 if h % 2 == 0 else -1.0)
+            rows = slice(h * dh, (h + 1) * dh)
+            att.key.weight[rows, :dh] += float(gain) * torch.eye(dh, dtype=att.key.weight.dtype)
+            att.query.weight[rows, :dh] += _rotation(dh, hidden, s, gain).to(att.query.weight.dtype)
+
+
+def _rotation(dh: int, hidden: int, shift: float, gain: float) -> torch.Tensor:
+    """``gain`` times the block-diagonal map that turns the table's pair (sin w p, cos w p) of each
+    of the first ``dh`` dimensions into (sin w (p - shift), cos w (p - shift)); the identity at 0.
+    Dimensions ``2k, 2k+1`` hold frequency ``w_k = 10000^(-2k / hidden)`` (s3prl's table)."""
+    m = torch.zeros(dh, dh, dtype=torch.float64)
+    for k in range(dh // 2):
+        c = shift * 10000.0 ** (-2.0 * k / hidden)
+        m[2 * k, 2 * k], m[2 * k, 2 * k + 1] = math.cos(c), -math.sin(c)
+        m[2 * k + 1, 2 * k], m[2 * k + 1, 2 * k + 1] = math.sin(c), math.cos(c)
+    if dh % 2:
+        m[dh - 1, dh - 1] = 1.0
+    return (m * float(gain)).to(torch.float32)
 
 
 def _sdpa_attend(module):

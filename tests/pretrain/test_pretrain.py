@@ -252,6 +252,65 @@ def test_local_init_starts_heads_local_and_keeps_s3prl_weights_elsewhere():
         _cfg("x", heads=2, local_init_heads=3).validate()
 
 
+def test_local_init_shift_starts_heads_one_frame_back_and_ahead():
+    from satkern.pretrain.train import _rotation
+
+    # the rotation is orthogonal times the gain and the identity at shift 0
+    r = _rotation(32, 128, 1.0, 1.5)
+    assert torch.allclose(r @ r.T, 2.25 * torch.eye(32), atol=1e-5)
+    assert torch.allclose(_rotation(32, 128, 0.0, 1.5), 1.5 * torch.eye(32))
+    cfg = _cfg("x", layers=2, hidden=128, heads=4, local_init_heads=2, local_init_gain=3.0, local_init_shift=1)
+    torch.manual_seed(0)
+    m, _ = build_model(cfg)
+    wav = load_audio(FIXTURE / "TEST" / "DR1" / "MKAL2" / "SX021.WAV", 16000)
+    f = utterance_features(m, wav)
+    m.eval()
+    with torch.no_grad():
+        att = m(f[None], torch.tensor([f.shape[0]]), output_attentions=True).attentions
+    for A in att:  # [1, H, T, T]
+        T = A.shape[-1]
+        rows = torch.arange(2, T - 2)
+        peak = A[0, :, rows].argmax(-1) - rows  # [H, rows]: offset of each row's largest weight
+        assert (peak[0] == -1).float().mean() > 0.9, peak[0]  # head 0: the frame before
+        assert (peak[1] == 1).float().mean() > 0.9, peak[1]  # head 1: the frame after
+        assert (peak[2].abs() <= 1).float().mean() < 0.5  # head 2 keeps s3prl's initialization
+    with pytest.raises(ValueError, match="--local-init-shift"):
+        _cfg("x", local_init_heads=1, local_init_shift=-1).validate()
+
+
+def test_position_dims_hold_the_position_table_alone_through_training(tmp_path):
+    from satkern.models.s3prl.model import position_encoding
+
+    out = tmp_path / "run"
+    pretrain(_cfg(out, hidden=64, heads=2, position_dims=16, steps=4, save_every=4))
+    init = _cfg("x", hidden=64, heads=2, position_dims=16)
+    torch.manual_seed(init.seed)
+    model, _ = build_model(init)
+    model.load_state_dict(read_checkpoint(out / "states-4.ckpt")["Transformer"])
+    lin = model.input_representations.spec_transform
+    assert torch.count_nonzero(lin.weight[:16]) == 0 and torch.count_nonzero(lin.bias[:16]) == 0
+    assert torch.count_nonzero(lin.weight[16:]) == lin.weight[16:].numel()  # the rest trained as usual
+    torch.manual_seed(init.seed)
+    m0, _ = build_model(_cfg("x", hidden=64, heads=2))
+    assert not torch.equal(m0.input_representations.spec_transform.weight[16:], lin.weight[16:])
+    # before its LayerNorm the input representation's first 16 dims are the table alone
+    x = torch.randn(1, 20, lin.in_features)
+    pre = lin(x) + position_encoding(20, 64)[None]
+    assert torch.allclose(pre[0, :, :16], position_encoding(20, 64)[:, :16])
+    with pytest.raises(ValueError, match="--position-dims"):
+        _cfg("x", hidden=64, heads=2, position_dims=64).validate()
+
+
+def test_attention_dropout_is_its_own_option():
+    from satkern.pretrain.train import upstream_config
+
+    assert upstream_config(_cfg("x", dropout=0.1))["transformer"]["attention_probs_dropout_prob"] == 0.1
+    up = upstream_config(_cfg("x", dropout=0.1, attention_dropout=0.0))["transformer"]
+    assert up["attention_probs_dropout_prob"] == 0.0 and up["hidden_dropout_prob"] == 0.1
+    with pytest.raises(ValueError, match="--attention-dropout"):
+        _cfg("x", attention_dropout=1.0).validate()
+
+
 def test_neighbour_fill_interpolates_in_time_at_the_feature_rate():
     from satkern.pretrain.evaluate import neighbour_fill
 
