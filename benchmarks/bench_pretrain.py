@@ -149,14 +149,9 @@ def main(argv=None) -> int:
     for (bs, th, att), med, lo, hi in rows:
         lines.append(f"| {bs} | {th} | {att} | {med:,.0f} | {lo:,.0f} | {hi:,.0f} | {med * hop_s:,.1f} | "
                      f"{med / first:.2f}x |")
-    text = "\n".join(lines) + "\n"
-    print(text)
-    if not args.no_write:
-        stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%d-%H%M")
-        path = os.path.join(ROOT, "benchmarks", "results", f"pretrain-cpu-{stamp}{'-quick' if args.quick else ''}.md")
-        with open(path, "w") as f:
-            f.write(text)
-        print(f"wrote {path}")
+    from results_file import publish
+
+    publish("pretrain", lines, args.no_write, args.quick)
     return 0
 
 

@@ -21,7 +21,6 @@ machine's load falls on both alike. Prints the ratios side by side and writes
 from __future__ import annotations
 
 import argparse
-import datetime as _dt
 import os
 import platform
 import statistics
@@ -108,14 +107,9 @@ def main(argv=None) -> int:
     speed = med["a"]["attention"] / med["b"]["attention"]
     lines += ["", f"attention part: pruned is {speed:.2f}x faster than unpruned (target >= 1.7x); whole model "
                   f"{med['a']['model'] / med['b']['model']:.2f}x."]
-    text = "\n".join(lines) + "\n"
-    print(text)
-    if not args.no_write:
-        stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%d-%H%M")
-        path = os.path.join(ROOT, "benchmarks", "results", f"prune-cpu-{stamp}{'-quick' if args.quick else ''}.md")
-        with open(path, "w") as f:
-            f.write(text)
-        print(f"written {path}")
+    from results_file import publish
+
+    publish("prune", lines, args.no_write, args.quick)
     return 0
 
 
