@@ -1,12 +1,10 @@
 """The CPU extension loads on any x86-64: only the *_avx2.cpp / *_avx512.cpp units carry wider
 instructions, nothing they define is shared with the portable units, and every row-pass build
 (portable, AVX2, AVX-512) agrees with the reference."""
-import os
 import platform
 import re
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -71,7 +69,7 @@ def test_wide_units_share_no_definition_with_portable_units():
 
 @pytest.mark.parametrize("env", [{"SATKERN_CPU_NO_AVX2": "1", "SATKERN_CPU_NO_AVX512": "1"},
                                  {"SATKERN_CPU_NO_AVX512": "1"}, {}], ids=["portable", "avx2", "default"])
-def test_each_row_build_matches_the_reference(env):
+def test_each_row_build_matches_the_reference(env, child_python_ok):
     code = (
         "import torch, satkern\n"
         "torch.manual_seed(0)\n"
@@ -84,6 +82,4 @@ def test_each_row_build_matches_the_reference(env):
         "        err = float((getattr(a, name).double() - getattr(r, name)).abs().max())\n"
         "        assert err < tol * 77, (dt, name, err)\n"
         "print('ok')\n")
-    r = subprocess.run([sys.executable, "-c", code], env=dict(os.environ, PYTHONPATH=str(ROOT), **env),
-                       capture_output=True, text=True, timeout=120)
-    assert r.returncode == 0 and r.stdout.strip() == "ok", r.stderr[-2000:]
+    child_python_ok(code, env, timeout=120)

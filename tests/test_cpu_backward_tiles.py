@@ -6,10 +6,6 @@ under the project's rule (satkern.ops.testing.grad_failures): padding, empty row
 head masks, full and broadcast bias gradients, heads split into key-tile chunks over threads; the
 result is bitwise repeatable for a fixed thread count; the portable and AVX2 builds of the row pass
 both hold; the default tiles at T = 600 (several key tiles) hold."""
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 import torch
@@ -19,7 +15,6 @@ from satkern.ops.contract import validate
 from satkern.ops.extension import extension_error
 from satkern.ops.testing import grad_failures, grad_inputs, grads_of, torch_baseline
 
-ROOT = Path(__file__).resolve().parents[1]
 
 pytestmark = pytest.mark.skipif(extension_error() is not None,
                                 reason=f"C++ extension not built: {extension_error()}")
@@ -146,7 +141,7 @@ def test_default_tiles_several_key_tiles(threads):
 
 
 @pytest.mark.parametrize("env", [{"SATKERN_CPU_NO_AVX2": "1"}, {}], ids=["portable", "avx2"])
-def test_each_row_build_matches_the_reference(env):
+def test_each_row_build_matches_the_reference(env, child_python_ok):
     """The portable and the AVX2 builds of the backward's row pass (grad_row_*.cpp), tiled and whole-row
     (colmass) schedules, against the float64 reference."""
     code = (
@@ -165,6 +160,4 @@ def test_each_row_build_matches_the_reference(env):
         "        err = float((a[n].double() - r[n]).abs().max())\n"
         "        assert err < 1e-4 * max(1.0, float(r[n].abs().max())), (stats, n, err)\n"
         "print('ok')\n")
-    r = subprocess.run([sys.executable, "-c", code], env=dict(os.environ, PYTHONPATH=str(ROOT), **env),
-                       capture_output=True, text=True, timeout=300)
-    assert r.returncode == 0 and r.stdout.strip() == "ok", r.stderr[-2000:]
+    child_python_ok(code, env, timeout=300)

@@ -102,5 +102,11 @@ ColRowsumFn<T> colmass_rowsum_fn() {
   return &colmass_rowsum<T>;
 }
 
+// the instantiations the dispatch in attention_cpu_backward.cpp links against, once per build
+template GradRowFn<float> grad_row_fn<float>(bool, bool, bool, bool);
+template GradRowFn<double> grad_row_fn<double>(bool, bool, bool, bool);
+template ColRowsumFn<float> colmass_rowsum_fn<float>();
+template ColRowsumFn<double> colmass_rowsum_fn<double>();
+
 }  // namespace SATKERN_GRAD_NS
 }  // namespace satkern

@@ -5,12 +5,3 @@
 // (never chosen: avx2_rows_built() is false there).
 #define SATKERN_GRAD_NS grad_avx2
 #include "cpu/grad_row.inc.h"
-
-namespace satkern {
-namespace grad_avx2 {
-template GradRowFn<float> grad_row_fn<float>(bool, bool, bool, bool);
-template GradRowFn<double> grad_row_fn<double>(bool, bool, bool, bool);
-template ColRowsumFn<float> colmass_rowsum_fn<float>();
-template ColRowsumFn<double> colmass_rowsum_fn<double>();
-}  // namespace grad_avx2
-}  // namespace satkern

@@ -2,12 +2,3 @@
 // SSE2 on x86-64). Used when the CPU has no AVX2/FMA, or with SATKERN_CPU_NO_AVX2=1.
 #define SATKERN_GRAD_NS grad_generic
 #include "cpu/grad_row.inc.h"
-
-namespace satkern {
-namespace grad_generic {
-template GradRowFn<float> grad_row_fn<float>(bool, bool, bool, bool);
-template GradRowFn<double> grad_row_fn<double>(bool, bool, bool, bool);
-template ColRowsumFn<float> colmass_rowsum_fn<float>();
-template ColRowsumFn<double> colmass_rowsum_fn<double>();
-}  // namespace grad_generic
-}  // namespace satkern

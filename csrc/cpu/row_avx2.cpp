@@ -4,10 +4,3 @@
 // generic code under the avx2 name (never chosen: avx2_rows_built() is false there).
 #define SATKERN_ROW_NS avx2
 #include "cpu/row_vec.inc.h"
-
-namespace satkern {
-namespace avx2 {
-template RowFn<float> row_fn<float>(bool, bool);
-template RowFn<double> row_fn<double>(bool, bool);
-}  // namespace avx2
-}  // namespace satkern

@@ -2,10 +2,3 @@
 // x86-64). Used when the CPU has no AVX2/FMA, or with SATKERN_CPU_NO_AVX2=1.
 #define SATKERN_ROW_NS generic
 #include "cpu/row_vec.inc.h"
-
-namespace satkern {
-namespace generic {
-template RowFn<float> row_fn<float>(bool, bool);
-template RowFn<double> row_fn<double>(bool, bool);
-}  // namespace generic
-}  // namespace satkern

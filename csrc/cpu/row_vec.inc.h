@@ -168,5 +168,9 @@ RowFn<T> row_fn(bool ent, bool dist) {
   return &softmax_row<T, false, false>;
 }
 
+// the instantiations the dispatch in attention_cpu.cpp links against, once per build
+template RowFn<float> row_fn<float>(bool, bool);
+template RowFn<double> row_fn<double>(bool, bool);
+
 }  // namespace SATKERN_ROW_NS
 }  // namespace satkern
