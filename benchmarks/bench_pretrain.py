@@ -156,4 +156,8 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    try:
+        raise SystemExit(main())
+    except KeyboardInterrupt:  # nothing is written before the last round: say so, no traceback
+        print("bench_pretrain: interrupted; no result written", file=sys.stderr)
+        raise SystemExit(130)

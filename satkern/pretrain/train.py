@@ -188,10 +188,14 @@ def hold_position_dims(model, n: int) -> None:
     lin = model.input_representations.spec_transform
     lin.weight[:n] = 0.0
     lin.bias[:n] = 0.0
-    keep = torch.ones(lin.weight.shape[0], 1, dtype=lin.weight.dtype)
-    keep[:n] = 0.0
-    lin.weight.register_hook(lambda g: g * keep)
-    lin.bias.register_hook(lambda g: g * keep[:, 0])
+
+    def hold(g):  # on whatever device and dtype the gradient has (--device cuda included)
+        g = g.clone()
+        g[:n] = 0
+        return g
+
+    lin.weight.register_hook(hold)
+    lin.bias.register_hook(hold)
 
 
 @torch.no_grad()
