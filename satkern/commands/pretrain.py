@@ -49,6 +49,8 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--position-dims", type=int, default=d.position_dims,
                     help="the first N dimensions of the input representation carry the position table "
                          f"alone: the input projection's rows there stay zero (default {d.position_dims}: off)")
+    ap.add_argument("--position-layers", action="store_true",
+                    help="with --position-dims: every layer's residual writes stay out of those dimensions too")
     ap.add_argument("--monitor-every", type=int, default=d.monitor_every,
                     help=f"measure held-out L1 and attention locality every N steps, 0 off (default {d.monitor_every})")
     ap.add_argument("--monitor-utterances", type=int, default=d.monitor_utterances,
@@ -77,7 +79,8 @@ def run(args) -> int:
                          steps=args.steps, batch_seconds=args.batch_seconds, lr=args.lr, warmup=args.warmup,
                          weight_decay=args.weight_decay, dropout=args.dropout, attention_dropout=args.attention_dropout, seed=args.seed,
                          pre_layer_norm=args.pre_layer_norm, local_init_heads=args.local_init_heads,
-                         local_init_gain=args.local_init_gain, local_init_shift=args.local_init_shift, position_dims=args.position_dims, monitor_every=args.monitor_every,
+                         local_init_gain=args.local_init_gain, local_init_shift=args.local_init_shift, position_dims=args.position_dims,
+                         position_layers=args.position_layers, monitor_every=args.monitor_every,
                          monitor_utterances=args.monitor_utterances, monitor_split=args.monitor_split,
                          save_every=args.save_every, attention=args.attention, device=args.device,
                          threads=args.threads, resume=args.resume,

@@ -82,6 +82,9 @@ class PretrainConfig:
     # the first N dimensions of the input representation carry the sinusoidal table alone: the rows of
     # spec_transform that would add features there are zero and stay zero (see hold_position_dims)
     position_dims: int = 0
+    # with position_dims: every layer's two residual writes (attention output and feed-forward output)
+    # stay out of those dimensions too, so the table reaches the last layer (see hold_position_dims)
+    position_layers: bool = False
     # held-out measurements (satkern.pretrain.monitor): every N steps, on N utterances of this split
     monitor_every: int = 500  # 0: off
     monitor_utterances: int = 24
@@ -127,6 +130,8 @@ class PretrainConfig:
         need(self.local_init_shift >= 0, f"--local-init-shift must be >= 0; got {self.local_init_shift}")
         need(0 <= self.position_dims < self.hidden,
              f"--position-dims must be in [0, --hidden {self.hidden}); got {self.position_dims}")
+        need(not self.position_layers or self.position_dims > 0,
+             "--position-layers needs --position-dims > 0")
         need(self.monitor_every >= 0, f"--monitor-every must be >= 0; got {self.monitor_every}")
         need(self.monitor_utterances >= 1, f"--monitor-utterances must be >= 1; got {self.monitor_utterances}")
 
@@ -169,33 +174,42 @@ def build_model(cfg: PretrainConfig):
     if cfg.local_init_heads:
         local_init(model, cfg.local_init_heads, cfg.local_init_gain, cfg.local_init_shift)
     if cfg.position_dims:
-        hold_position_dims(model, cfg.position_dims)
+        hold_position_dims(model, cfg.position_dims, layers=cfg.position_layers)
     return model, head
 
 
 @torch.no_grad()
-def hold_position_dims(model, n: int) -> None:
+def hold_position_dims(model, n: int, layers: bool = False) -> None:
     """Zero the first ``n`` output rows of the input projection ``spec_transform`` (weight and bias)
     and zero their gradients for the rest of training, so that the first ``n`` dimensions of the
-    input representation are s3prl's sinusoidal table alone (then the input LayerNorm).
+    input representation are s3prl's sinusoidal table alone (then the input LayerNorm). With
+    ``layers``, the same for the two residual writes of every layer (the attention output's
+    ``dense`` and the feed-forward output's ``dense``): nothing a layer adds lands in those
+    dimensions, and each layer's LayerNorm only rescales and shifts them per frame.
 
     Why (docs/models/recipe-search.md section 5): heads planted by :func:`local_init` read those
     dimensions, and what moved them off the diagonal in the 12-layer runs was not their query/key
     weights (restored to their initial values, the heads stay broad) but the input projection: as
     its output grew, the features written into the table's dimensions drowned the position signal
     (restoring the input projection alone brings the heads of the first layers back within 2
-    frames). The checkpoint stays an ordinary s3prl checkpoint; those rows are simply zero."""
-    lin = model.input_representations.spec_transform
-    lin.weight[:n] = 0.0
-    lin.bias[:n] = 0.0
+    frames). Held at the input only, the table still fades layer by layer (R^2 of those dimensions
+    on the table 0.98 at the first layer, 0.79 at the last after 1,000 steps); ``layers`` is the
+    hold for that. The checkpoint stays an ordinary s3prl checkpoint; those rows are simply zero."""
+    linears = [model.input_representations.spec_transform]
+    if layers:
+        for layer in model.encoder.layer:
+            linears += [layer.attention.output.dense, layer.output.dense]
 
     def hold(g):  # on whatever device and dtype the gradient has (--device cuda included)
         g = g.clone()
         g[:n] = 0
         return g
 
-    lin.weight.register_hook(hold)
-    lin.bias.register_hook(hold)
+    for lin in linears:
+        lin.weight[:n] = 0.0
+        lin.bias[:n] = 0.0
+        lin.weight.register_hook(hold)
+        lin.bias.register_hook(hold)
 
 
 @torch.no_grad()

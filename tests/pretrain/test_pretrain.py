@@ -299,6 +299,37 @@ def test_position_dims_hold_the_position_table_alone_through_training(tmp_path):
     assert torch.allclose(pre[0, :, :16], position_encoding(20, 64)[:, :16])
     with pytest.raises(ValueError, match="--position-dims"):
         _cfg("x", hidden=64, heads=2, position_dims=64).validate()
+    # held at the input only, the layers still write into those dims
+    layer = model.encoder.layer[0]
+    assert torch.count_nonzero(layer.output.dense.weight[:16]) > 0
+
+
+def test_position_layers_keep_every_residual_write_out_of_the_table(tmp_path):
+    out = tmp_path / "run"
+    cfg = dict(hidden=64, heads=2, layers=2, position_dims=16, position_layers=True)
+    pretrain(_cfg(out, steps=4, save_every=4, **cfg))
+    init = _cfg("x", **cfg)
+    torch.manual_seed(init.seed)
+    model, _ = build_model(init)
+    model.load_state_dict(read_checkpoint(out / "states-4.ckpt")["Transformer"])
+    torch.manual_seed(init.seed)
+    start, _ = build_model(init)
+    for layer, layer0 in zip(model.encoder.layer, start.encoder.layer):
+        for lin, lin0 in ((layer.attention.output.dense, layer0.attention.output.dense),
+                          (layer.output.dense, layer0.output.dense)):
+            assert torch.count_nonzero(lin.weight[:16]) == 0 and torch.count_nonzero(lin.bias[:16]) == 0
+            assert torch.count_nonzero(lin.weight[16:]) == lin.weight[16:].numel()
+            assert not torch.equal(lin.weight[16:], lin0.weight[16:])  # the rest trained
+    # a layer's output in those dims is its input's, only renormalized per frame (post-LN)
+    model.eval()
+    x = torch.randn(1, 30, 64)
+    layer = model.encoder.layer[0]
+    att = layer.attention.output.dense(torch.randn(1, 30, 64))
+    ffn = layer.output.dense(torch.randn(1, 30, layer.output.dense.in_features))
+    assert torch.count_nonzero(att[..., :16]) == 0 and torch.count_nonzero(ffn[..., :16]) == 0
+    assert torch.count_nonzero((x + att)[..., :16] - x[..., :16]) == 0
+    with pytest.raises(ValueError, match="--position-layers needs --position-dims"):
+        _cfg("x", position_layers=True).validate()
 
 
 def test_attention_dropout_is_its_own_option():
