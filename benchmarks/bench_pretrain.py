@@ -10,7 +10,9 @@ load falls on every variant alike:
   * ``--batch-seconds`` (padded audio seconds per batch; the shipped recipe uses 16),
   * ``--threads`` (torch threads),
   * ``--attention`` (``sdpa``: torch's scaled_dot_product_attention, the default; ``eager``: the
-    materialized map).
+    materialized map),
+  * ``--compile`` (``off``: as `satkern pretrain` runs; ``on``: the transformer and the head wrapped
+    in ``torch.compile(dynamic=True)``, compiled in the untimed warm-up round).
 
 Throughput is counted in the model's input frames (10 ms log-mel frames before the downsampling,
 unpadded, i.e. real audio) per second, and in audio seconds per second; the ratio column is against
@@ -50,6 +52,7 @@ def main(argv=None) -> int:
     ap.add_argument("--batch-seconds", default="16,32,64", help="padded audio seconds per batch (default 16,32,64)")
     ap.add_argument("--threads", default="1,2", help="torch threads (default 1,2)")
     ap.add_argument("--attention", default="sdpa", help="sdpa and/or eager (default sdpa)")
+    ap.add_argument("--compile", default="off", help="off and/or on: torch.compile the model (default off)")
     ap.add_argument("--steps", type=int, default=8, help="steps per variant per round (default 8)")
     ap.add_argument("--rounds", type=int, default=3, help="timed rounds (default 3)")
     ap.add_argument("--max-utterances", type=int, default=240, help="utterances read from TRAIN (default 240)")
@@ -61,6 +64,9 @@ def main(argv=None) -> int:
     attention = [a.strip() for a in args.attention.split(",") if a.strip()]
     if not attention or any(a not in ("sdpa", "eager") for a in attention):
         raise SystemExit(f"bench_pretrain: --attention must be sdpa and/or eager; got {args.attention!r}")
+    compiled = [c.strip() for c in args.compile.split(",") if c.strip()]
+    if not compiled or any(c not in ("off", "on") for c in compiled):
+        raise SystemExit(f"bench_pretrain: --compile must be off and/or on; got {args.compile!r}")
     if not os.path.isdir(os.path.join(args.corpus, "TRAIN")):
         raise SystemExit(f"bench_pretrain: --corpus {args.corpus}: no TRAIN/ split")
     if args.quick:
@@ -85,9 +91,9 @@ def main(argv=None) -> int:
     hop_s = probe.features.hop_length / probe.features.sample_rate
     lengths_all = [int(f.shape[0]) for f in feats]
 
-    variants = list(itertools.product(batch_seconds, threads, attention))
+    variants = list(itertools.product(batch_seconds, threads, attention, compiled))
     state = {}
-    for bs, th, att in variants:
+    for bs, th, att, comp in variants:
         torch.manual_seed(0)
         model, head = build_model(base)
         if att == "sdpa":  # as satkern pretrain sets it
@@ -97,7 +103,9 @@ def main(argv=None) -> int:
         params = list(model.parameters()) + list(head.parameters())
         opt = torch.optim.AdamW(params, lr=base.lr, weight_decay=base.weight_decay)
         batches = epoch_batches(lengths_all, max(1, int(round(bs / hop_s))), 0, 0)
-        state[(bs, th, att)] = dict(model=model, head=head, params=params, opt=opt, batches=batches, pos=0,
+        if comp == "on":  # same parameters; the wrappers compile on their first calls (the warm-up round)
+            model, head = _compiled(torch, model), torch.compile(head, dynamic=True)
+        state[(bs, th, att, comp)] = dict(model=model, head=head, params=params, opt=opt, batches=batches, pos=0,
                                     gen=torch.Generator().manual_seed(0), times=[], frames=[])
 
     def run(key, n):
@@ -118,8 +126,8 @@ def main(argv=None) -> int:
             frames += int(lengths.sum())
         return time.perf_counter() - t0, frames
 
-    for key in variants:  # warm-up round, untimed
-        run(key, 1)
+    for key in variants:  # warm-up round, untimed (compiles the compiled variants; a few shapes)
+        run(key, 3 if key[3] == "on" else 1)
     for r in range(args.rounds):
         order = variants[r % len(variants):] + variants[: r % len(variants)]
         for key in order:
@@ -143,16 +151,24 @@ def main(argv=None) -> int:
         f"model: {layers} layers x 4 heads x 32 (the sat-mini recipe), corpus {args.corpus} TRAIN "
         f"({len(feats)} utterances); {args.rounds} rounds x {args.steps} steps per variant, interleaved",
         "",
-        "| batch (padded s) | threads | attention | input frames / s (median) | min | max | audio s / s | vs first |",
-        "|---:|---:|---|---:|---:|---:|---:|---:|",
+        "| batch (padded s) | threads | attention | compile | input frames / s (median) | min | max | audio s / s "
+        "| vs first |",
+        "|---:|---:|---|---|---:|---:|---:|---:|---:|",
     ]
-    for (bs, th, att), med, lo, hi in rows:
-        lines.append(f"| {bs} | {th} | {att} | {med:,.0f} | {lo:,.0f} | {hi:,.0f} | {med * hop_s:,.1f} | "
+    for (bs, th, att, comp), med, lo, hi in rows:
+        lines.append(f"| {bs} | {th} | {att} | {comp} | {med:,.0f} | {lo:,.0f} | {hi:,.0f} | {med * hop_s:,.1f} | "
                      f"{med / first:.2f}x |")
     from results_file import publish
 
     publish("pretrain", lines, args.no_write, args.quick)
     return 0
+
+
+def _compiled(torch, model):
+    """The transformer with its forward compiled (``dynamic=True``: each batch has its own length) and
+    its attributes (``config``, ``features``, ...) still reachable as ``reconstruct`` expects."""
+    model.forward = torch.compile(model.forward, dynamic=True)
+    return model
 
 
 if __name__ == "__main__":

@@ -23,7 +23,8 @@ def test_quick_run_prints_one_row_per_variant(capsys):
 
 @pytest.mark.parametrize("args, name", [(["--batch-seconds", "0"], "--batch-seconds"),
                                         (["--threads", "x"], "--threads"),
-                                        (["--attention", "flash"], "--attention")])
+                                        (["--attention", "flash"], "--attention"),
+                                        (["--compile", "maybe"], "--compile")])
 def test_bad_options_are_one_line(args, name, capsys):
     with pytest.raises(SystemExit) as e:
         bench_pretrain.main(["--corpus", str(FIXTURE)] + args)
