@@ -320,14 +320,11 @@ def test_position_layers_keep_every_residual_write_out_of_the_table(tmp_path):
             assert torch.count_nonzero(lin.weight[:16]) == 0 and torch.count_nonzero(lin.bias[:16]) == 0
             assert torch.count_nonzero(lin.weight[16:]) == lin.weight[16:].numel()
             assert not torch.equal(lin.weight[16:], lin0.weight[16:])  # the rest trained
-    # a layer's output in those dims is its input's, only renormalized per frame (post-LN)
-    model.eval()
-    x = torch.randn(1, 30, 64)
+    # what each residual write adds to those dims is zero for any input
     layer = model.encoder.layer[0]
     att = layer.attention.output.dense(torch.randn(1, 30, 64))
     ffn = layer.output.dense(torch.randn(1, 30, layer.output.dense.in_features))
     assert torch.count_nonzero(att[..., :16]) == 0 and torch.count_nonzero(ffn[..., :16]) == 0
-    assert torch.count_nonzero((x + att)[..., :16] - x[..., :16]) == 0
     with pytest.raises(ValueError, match="--position-layers needs --position-dims"):
         _cfg("x", position_layers=True).validate()
 
