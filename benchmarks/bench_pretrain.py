@@ -12,9 +12,9 @@ load falls on every variant alike:
   * ``--attention`` (``sdpa``: torch's scaled_dot_product_attention, the default; ``eager``: the
     materialized map),
   * ``--compile`` (``off``: as `satkern pretrain` runs; ``on``: the transformer and the head wrapped
-    in ``torch.compile(dynamic=True)``, compiled in the untimed warm-up round; measured 2026-12-07 on
-    the 2-core VM: the model's position table is sized from the batch length in Python, so every new
-    length recompiles until dynamo's limit of 8 and falls back to eager: 0.45x median, 0.90x at best).
+    in ``torch.compile(dynamic=True)``, compiled in the untimed warm-up round; the model's position
+    table is sized from the batch length in Python, so every new length recompiles until dynamo's
+    limit of 8 and falls back to eager: not faster, ``results/pretrain-cpu-20261207-1325.md``).
 
 Throughput is counted in the model's input frames (10 ms log-mel frames before the downsampling,
 unpadded, i.e. real audio) per second, and in audio seconds per second; the ratio column is against
