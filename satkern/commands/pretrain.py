@@ -46,6 +46,9 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--local-init-shift", type=int, default=d.local_init_shift,
                     help="frames those heads start off the diagonal: even heads look back, odd heads "
                          f"ahead (default {d.local_init_shift}: on the diagonal)")
+    ap.add_argument("--local-init-lr", type=float, default=d.local_init_lr,
+                    help="peak learning rate of those heads' query/key rows, on --lr's schedule "
+                         "(default: --lr)")
     ap.add_argument("--position-dims", type=int, default=d.position_dims,
                     help="the first N dimensions of the input representation carry the position table "
                          f"alone: the input projection's rows there stay zero (default {d.position_dims}: off)")
@@ -79,7 +82,8 @@ def run(args) -> int:
                          steps=args.steps, batch_seconds=args.batch_seconds, lr=args.lr, warmup=args.warmup,
                          weight_decay=args.weight_decay, dropout=args.dropout, attention_dropout=args.attention_dropout, seed=args.seed,
                          pre_layer_norm=args.pre_layer_norm, local_init_heads=args.local_init_heads,
-                         local_init_gain=args.local_init_gain, local_init_shift=args.local_init_shift, position_dims=args.position_dims,
+                         local_init_gain=args.local_init_gain, local_init_shift=args.local_init_shift,
+                         local_init_lr=args.local_init_lr, position_dims=args.position_dims,
                          position_layers=args.position_layers, monitor_every=args.monitor_every,
                          monitor_utterances=args.monitor_utterances, monitor_split=args.monitor_split,
                          save_every=args.save_every, attention=args.attention, device=args.device,

@@ -20,7 +20,6 @@ from __future__ import annotations
 import csv
 import dataclasses
 import json
-import math
 import os
 import random
 import time
@@ -42,6 +41,7 @@ from .checkpoint import CHECKPOINT_RE, atomic_save, checkpoint_name, latest_chec
 from .data import collate, epoch_batches, extract_all, training_utterances
 from ..models.s3prl.spec_head import SpecHead
 from .masking import mask_frames
+from .planted import PlantedRate, _rotation, hold_position_dims, local_init  # noqa: F401 (_rotation: tests)
 from .monitor import HeldOut, MonitorLog, choose_spread, measure, plot_monitor
 
 VERSION = 1
@@ -79,6 +79,9 @@ class PretrainConfig:
     # frames the planted heads' kernel is moved off the diagonal: heads 0, 2, .. look this many frames
     # back, heads 1, 3, .. as many ahead (0: every planted head peaks on its own frame)
     local_init_shift: int = 0
+    # peak learning rate of the planted heads' query/key rows (same schedule as --lr); None: --lr
+    # (see PlantedRate)
+    local_init_lr: Optional[float] = None
     # the first N dimensions of the input representation carry the sinusoidal table alone: the rows of
     # spec_transform that would add features there are zero and stay zero (see hold_position_dims)
     position_dims: int = 0
@@ -128,6 +131,10 @@ class PretrainConfig:
              "--local-init-heads needs a head size of at most half the hidden size")
         need(self.local_init_gain > 0, f"--local-init-gain must be > 0; got {self.local_init_gain}")
         need(self.local_init_shift >= 0, f"--local-init-shift must be >= 0; got {self.local_init_shift}")
+        need(self.local_init_lr is None or self.local_init_lr > 0,
+             f"--local-init-lr must be > 0; got {self.local_init_lr}")
+        need(self.local_init_lr is None or self.local_init_heads > 0,
+             "--local-init-lr needs --local-init-heads > 0")
         need(0 <= self.position_dims < self.hidden,
              f"--position-dims must be in [0, --hidden {self.hidden}); got {self.position_dims}")
         need(not self.position_layers or self.position_dims > 0,
@@ -176,83 +183,6 @@ def build_model(cfg: PretrainConfig):
     if cfg.position_dims:
         hold_position_dims(model, cfg.position_dims, layers=cfg.position_layers)
     return model, head
-
-
-@torch.no_grad()
-def hold_position_dims(model, n: int, layers: bool = False) -> None:
-    """Zero the first ``n`` output rows of the input projection ``spec_transform`` (weight and bias)
-    and zero their gradients for the rest of training, so that the first ``n`` dimensions of the
-    input representation are s3prl's sinusoidal table alone (then the input LayerNorm). With
-    ``layers``, the same for the two residual writes of every layer (the attention output's
-    ``dense`` and the feed-forward output's ``dense``): nothing a layer adds lands in those
-    dimensions, and each layer's LayerNorm only rescales and shifts them per frame.
-
-    Why (docs/models/recipe-search.md section 5): heads planted by :func:`local_init` read those
-    dimensions, and what moved them off the diagonal in the 12-layer runs was not their query/key
-    weights (restored to their initial values, the heads stay broad) but the input projection: as
-    its output grew, the features written into the table's dimensions drowned the position signal
-    (restoring the input projection alone brings the heads of the first layers back within 2
-    frames). Held at the input only, the table still fades layer by layer (R^2 of those dimensions
-    on the table 0.98 at the first layer, 0.79 at the last after 1,000 steps); ``layers`` is the
-    hold for that. The checkpoint stays an ordinary s3prl checkpoint; those rows are simply zero."""
-    linears = [model.input_representations.spec_transform]
-    if layers:
-        for layer in model.encoder.layer:
-            linears += [layer.attention.output.dense, layer.output.dense]
-
-    def hold(g):  # on whatever device and dtype the gradient has (--device cuda included)
-        g = g.clone()
-        g[:n] = 0
-        return g
-
-    for lin in linears:
-        lin.weight[:n] = 0.0
-        lin.bias[:n] = 0.0
-        lin.weight.register_hook(hold)
-        lin.bias.register_hook(hold)
-
-
-@torch.no_grad()
-def local_init(model, heads_per_layer: int, gain: float, shift: int = 0) -> None:
-    """Positional initialization of the query and key projections of the first ``heads_per_layer``
-    heads of every layer: ``gain * I`` from the first ``head_size`` hidden dimensions to the head's
-    dimensions (the query's rotated by ``shift`` frames, below), added to s3prl's
-    N(0, initializer_range) weights.
-
-    Why (docs/models/recipe-search.md): the input representation adds s3prl's sinusoidal table,
-    whose first ``head_size`` dimensions are its highest-frequency sin/cos pairs, so for these heads
-    ``q_i . k_j`` starts as ``gain^2`` times a kernel ``sum_k cos(w_k (i - j - s))`` that peaks at
-    ``j = i - s``: attention that begins local. With ``shift`` s > 0 the query's pair k is rotated
-    by ``w_k s`` so that heads 0, 2, .. start on the frame s back and heads 1, 3, .. on the frame s
-    ahead (a masked frame's own input is zeros; its neighbours carry the answer), with 0 every
-    planted head starts on its own frame. From s3prl's initialization alone, masked reconstruction
-    on the synthetic corpus settles on near-uniform attention and never finds local heads
-    (measured); the architecture, the loss and every other weight are s3prl's, and training is free
-    to move these heads anywhere."""
-    cfg = model.config
-    hidden = cfg.hidden_size
-    dh = hidden // cfg.num_attention_heads
-    for layer in model.encoder.layer:
-        att = layer.attention.self
-        for h in range(int(heads_per_layer)):
-            s = float(shift) * (1.0 if h % 2 == 0 else -1.0)
-            rows = slice(h * dh, (h + 1) * dh)
-            att.key.weight[rows, :dh] += float(gain) * torch.eye(dh, dtype=att.key.weight.dtype)
-            att.query.weight[rows, :dh] += _rotation(dh, hidden, s, gain).to(att.query.weight.dtype)
-
-
-def _rotation(dh: int, hidden: int, shift: float, gain: float) -> torch.Tensor:
-    """``gain`` times the block-diagonal map that turns the table's pair (sin w p, cos w p) of each
-    of the first ``dh`` dimensions into (sin w (p - shift), cos w (p - shift)); the identity at 0.
-    Dimensions ``2k, 2k+1`` hold frequency ``w_k = 10000^(-2k / hidden)`` (s3prl's table)."""
-    m = torch.zeros(dh, dh, dtype=torch.float64)
-    for k in range(dh // 2):
-        c = shift * 10000.0 ** (-2.0 * k / hidden)
-        m[2 * k, 2 * k], m[2 * k, 2 * k + 1] = math.cos(c), -math.sin(c)
-        m[2 * k + 1, 2 * k], m[2 * k + 1, 2 * k + 1] = math.sin(c), math.cos(c)
-    if dh % 2:
-        m[dh - 1, dh - 1] = 1.0
-    return (m * float(gain)).to(torch.float32)
 
 
 def _sdpa_attend(module):
@@ -411,6 +341,8 @@ def pretrain(cfg: PretrainConfig) -> Dict[str, Any]:
             m.attend = _sdpa_attend(m)
     params = list(model.parameters()) + list(head.parameters())
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    planted = (PlantedRate(model, cfg.local_init_heads, cfg.local_init_lr / cfg.lr)
+               if cfg.local_init_lr is not None and cfg.local_init_lr != cfg.lr else None)
     up_cfg = upstream_config(cfg)
     run_cfg = {"satkern_pretrain": cfg.to_dict(), "version": VERSION, "corpus_read": read_from,
                "utterances": len(feats)}
@@ -486,7 +418,11 @@ def pretrain(cfg: PretrainConfig) -> Dict[str, Any]:
                     optimizer.zero_grad(set_to_none=True)
                     loss.backward()
                     torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
-                    optimizer.step()
+                    if planted is None:
+                        optimizer.step()
+                    else:
+                        with planted:
+                            optimizer.step()
                     step += 1
                     pos += 1
                     last_loss = float(loss.detach())
