@@ -329,6 +329,63 @@ def test_position_layers_keep_every_residual_write_out_of_the_table(tmp_path):
         _cfg("x", position_layers=True).validate()
 
 
+def test_local_init_lr_moves_the_planted_query_key_rows_at_their_own_rate():
+    import copy
+
+    from satkern.pretrain.planted import PlantedRate
+
+    cfg = _cfg("x", layers=2, hidden=64, heads=2, local_init_heads=1)
+    torch.manual_seed(cfg.seed)
+    model, _ = build_model(cfg)
+    model.eval().double()  # no dropout: both copies see the same gradients; float64: exact ratios
+    slow = copy.deepcopy(model)
+    x = torch.randn(2, 25, model.config.input_dim, dtype=torch.float64)
+    lengths = torch.tensor([25, 18])
+    steps = []
+    for m, scale in ((model, None), (slow, 0.25)):
+        start = {k: v.clone() for k, v in m.state_dict().items()}
+        opt = torch.optim.AdamW(m.parameters(), lr=1e-3, weight_decay=0.01)
+        m(x, lengths)[0].pow(2).mean().backward()
+        if scale is None:
+            opt.step()
+        else:
+            with PlantedRate(m, 1, scale):
+                opt.step()
+        steps.append({k: v - start[k] for k, v in m.state_dict().items()})
+    full, part = steps
+    rows = 32  # one planted head of size 64 / 2
+    moved_rows = 0
+    for k in full:
+        if ".attention.self.query." in k or ".attention.self.key." in k:
+            assert torch.allclose(part[k][:rows], 0.25 * full[k][:rows], atol=1e-12, rtol=1e-9), k
+            assert torch.equal(part[k][rows:], full[k][rows:]), k  # the other head: the full rate
+            moved_rows += int(full[k][:rows].abs().sum() > 0)
+        else:
+            assert torch.equal(part[k], full[k]), k
+    assert moved_rows == 8  # query and key, weight and bias, of both layers moved
+    with pytest.raises(ValueError, match="--local-init-lr needs --local-init-heads"):
+        _cfg("x", local_init_lr=1e-4).validate()
+    with pytest.raises(ValueError, match="--local-init-lr must be > 0"):
+        _cfg("x", local_init_heads=1, local_init_lr=0.0).validate()
+
+
+def test_local_init_lr_run_resumes_bit_for_bit(tmp_path):
+    kw = dict(hidden=64, heads=2, layers=2, local_init_heads=1, local_init_lr=5e-5, steps=4, save_every=2)
+    pretrain(_cfg(tmp_path / "a", **kw))
+    pretrain(_cfg(tmp_path / "b", stop_after=2, **kw))
+    pretrain(_cfg(tmp_path / "b", resume=True, **kw))
+    assert_same_training_state(read_checkpoint(tmp_path / "a" / "states-4.ckpt"),
+                               read_checkpoint(tmp_path / "b" / "states-4.ckpt"))
+    pretrain(_cfg(tmp_path / "c", **{**kw, "local_init_lr": None}))  # the planted rows at --lr
+    init = _cfg("x", **kw)
+    torch.manual_seed(init.seed)
+    start = build_model(init)[0].state_dict()
+    a = read_checkpoint(tmp_path / "a" / "states-4.ckpt")["Transformer"]
+    c = read_checkpoint(tmp_path / "c" / "states-4.ckpt")["Transformer"]
+    for k in ("encoder.layer.0.attention.self.query.weight", "encoder.layer.1.attention.self.key.weight"):
+        assert (a[k][:32] - start[k][:32]).norm() < 0.2 * (c[k][:32] - start[k][:32]).norm()
+
+
 def test_attention_dropout_is_its_own_option():
     from satkern.pretrain.train import upstream_config
 
