@@ -129,6 +129,31 @@ else:
         """SAT-style D = 16, odd sizes padded to the next tile, and up to 256 (tiny T: the interpreter)."""
         _run(2, 1, 19, D, dtype=dtype, extra=_lengths(19, 7))
 
+    @pytest.mark.parametrize("D", [1, 2, 4, 8])
+    def test_small_head_dims_never_read_past_d(D):
+        """D = 1, 2, 4, 8 are powers of two but less than the 16-wide tile: the kernels must mask the head
+        dim. q, k, v are the first D columns of NaN-filled [.., 16] storage, so a load past D shows as NaN
+        (it did: EVEN_D was D == next_pow2(D), true for these, and the unmasked loads read past the row;
+        at the tensor's end that was whatever memory followed, and the CI run that drew a NaN failed)."""
+        seed = int.from_bytes(os.urandom(4), "little")
+        gen = torch.Generator().manual_seed(seed)
+        B, H, T = 2, 2, 21
+
+        def padded():
+            x = torch.full((B, H, T, 16), float("nan"))
+            x[..., :D] = torch.randn(B, H, T, D, generator=gen)
+            return x[..., :D]
+
+        q, k, v = padded(), padded(), padded()
+        assert q.stride(-2) == 16 and torch.isnan(q.as_strided((B, H, T, 16), q.stride())).any()
+        lengths = torch.tensor([T, 9])
+        call = validate(q, k, v, stats=ALL, lengths=lengths)
+        with launch.poison_outputs(float("nan")), launch.interpreter_blocks(16, 16):
+            got = satkern.attention(q, k, v, stats=ALL, backend="triton", lengths=lengths)
+        assert got.backend == "triton"
+        msg = failures(compare(got, call))
+        assert not msg, f"seed {seed}, D={D}:\n{msg}"
+
     def test_noncontiguous_inputs():
         _run(2, 3, 29, 32, layout="bthd", extra=_lengths(29, 18))
 

@@ -168,6 +168,14 @@ def _next_pow2(n: int) -> int:
     return 1 << max(0, int(n) - 1).bit_length()
 
 
+def _block_d(D: int) -> int:
+    """The head-dim tile: the next power of two, at least 16 (tl.dot's minimum). The kernels load the
+    head dim unmasked only when ``D`` fills it (``EVEN_D = D == _block_d(D)``): a D of 1, 2, 4 or 8 is a
+    power of two but not a full tile, and unmasked loads of it read 16 values per row, past the row and,
+    at the tensor's end, past its memory (NaN there made whole rows NaN)."""
+    return max(16, _next_pow2(D))
+
+
 def _span_mode(span: int, renorm: bool, T: int) -> Tuple[int, int]:
     """(SPAN_MODE, span): 0 = no span, 1 = zero, 2 = renorm. A span >= T - 1 excludes nothing."""
     if span < 0 or span >= T - 1:
@@ -218,10 +226,10 @@ def _attention_fwd(q, k, v, lengths, bias, head_mask, label_weights, scale: floa
             mw if want_maxweight else lse, lm if want_labels else lse,
             *q.stride(), *k.stride(), *v.stride(), *_bias_strides(bias), *w_strides, *out.stride(),
             H, T, D, max(L, 1), float(scale) * kernels.LOG2E, span, _next_pow2(max(T, 16)))
-    meta = dict(BLOCK_D=max(16, _next_pow2(D)), BLOCK_L=max(16, _next_pow2(L)), SPAN_MODE=mode,
+    meta = dict(BLOCK_D=_block_d(D), BLOCK_L=max(16, _next_pow2(L)), SPAN_MODE=mode,
                 HAS_BIAS=bias is not None, HAS_HEAD_MASK=head_mask is not None, WANT_ENTROPY=bool(want_entropy),
                 WANT_DISTANCE=bool(want_distance), WANT_MAXWEIGHT=bool(want_maxweight), WANT_LABELS=want_labels,
-                EVEN_D=D == _next_pow2(D), DOT_PRECISION=_dot_precision(q.dtype), UPCAST_DOT=_upcast_dot(q.dtype),
+                EVEN_D=D == _block_d(D), DOT_PRECISION=_dot_precision(q.dtype), UPCAST_DOT=_upcast_dot(q.dtype),
                 FUSED_SCALE=bias is None and float(scale) > 0)
     _launch("fwd", kernels._attention_fwd_kernel, _attention_fwd_tuned, "BLOCK_M", B * H, T, args, meta)
     return out, lse, ent, dist, mw, lm
@@ -255,8 +263,8 @@ def _colmass_fwd(q, k, lengths, bias, head_mask, lse, scale: float, span: int, r
     args = (q, k, lengths, q if bias is None else bias, q if head_mask is None else head_mask, lse, col,
             *q.stride(), *k.stride(), *_bias_strides(bias),
             H, T, D, float(scale) * kernels.LOG2E, span, _next_pow2(max(T, 16)))
-    meta = dict(BLOCK_D=max(16, _next_pow2(D)), SPAN_MODE=mode, HAS_BIAS=bias is not None,
-                HAS_HEAD_MASK=head_mask is not None, EVEN_D=D == _next_pow2(D),
+    meta = dict(BLOCK_D=_block_d(D), SPAN_MODE=mode, HAS_BIAS=bias is not None,
+                HAS_HEAD_MASK=head_mask is not None, EVEN_D=D == _block_d(D),
                 DOT_PRECISION=_dot_precision(q.dtype), UPCAST_DOT=_upcast_dot(q.dtype))
     _launch("col", kernels._colmass_kernel, _colmass_tuned, "BLOCK_N", B * H, T, args, meta)
     return col
