@@ -140,9 +140,14 @@ def _sinusoid_table(seq_len: int, hidden_size: int) -> torch.Tensor:
     return table.to(torch.float32)
 
 
+@torch.compiler.disable
 def position_encoding(seq_len: int, hidden_size: int) -> torch.Tensor:
     """s3prl's sinusoidal table ``[seq_len, hidden_size]`` (float64 angles, stored as float32):
-    ``pos / 10000^(2 (i // 2) / hidden)``, sin on even dims, cos on odd dims."""
+    ``pos / 10000^(2 (i // 2) / hidden)``, sin on even dims, cos on odd dims.
+
+    Kept out of ``torch.compile`` graphs: the cached table's size is computed from the length in
+    Python, which specialized a compiled model on every batch length (8 recompiles, then eager);
+    outside the graph the table is an input and the model compiles once for all lengths."""
     # round the cache key up so growing batches reuse tables
     n = max(64, 1 << max(0, int(seq_len - 1).bit_length()))
     return _sinusoid_table(n, hidden_size)[:seq_len]
