@@ -12,9 +12,10 @@ load falls on every variant alike:
   * ``--attention`` (``sdpa``: torch's scaled_dot_product_attention, the default; ``eager``: the
     materialized map),
   * ``--compile`` (``off``: as `satkern pretrain` runs; ``on``: the transformer and the head wrapped
-    in ``torch.compile(dynamic=True)``, compiled in the untimed warm-up round; the model's position
-    table is sized from the batch length in Python, so every new length recompiles until dynamo's
-    limit of 8 and falls back to eager: not faster, ``results/pretrain-cpu-20261207-1325.md``).
+    in ``torch.compile(dynamic=True)``, compiled in the untimed warm-up round; the position table is
+    computed outside the graph, so one compile serves every batch length; slower than eager on the
+    2-core CPU VM, 0.80x: ``results/pretrain-cpu-20261207-1530.md``; before the table was kept out of
+    the graph every new length recompiled, 0.57x: ``results/pretrain-cpu-20261207-1325.md``).
 
 Throughput is counted in the model's input frames (10 ms log-mel frames before the downsampling,
 unpadded, i.e. real audio) per second, and in audio seconds per second; the ratio column is against

@@ -555,3 +555,38 @@ def test_patch_matches_eager_and_removes_exactly(name):
             e = float((got - want).abs().max())
             # float32 q/k in both paths; observed worst ~1e-6
             assert e < 1e-5 * (1 + float(want.abs().max())), f"{name} layer {layer} {w}: worst error {e:.3e}"
+
+
+def test_compiled_model_does_not_recompile_per_length_and_matches_eager():
+    """The position table is computed in the graph under torch.compile (eager keeps its cache, and the
+    same values): the model compiles with fullgraph=True, eight batch lengths make at most two graphs
+    (the frame stacking branches on whether T % 3 is 0; the cache's Python-side sizing had made one
+    graph per length), and the outputs equal eager."""
+    import torch._dynamo
+
+    from satkern.models.s3prl.model import _sinusoid, position_encoding
+    from satkern.pretrain import PretrainConfig, build_model
+
+    for T, H in ((1, 7), (65, 128), (300, 768)):
+        assert torch.equal(position_encoding(T, H), _sinusoid(T, H))  # cache and in-graph table agree
+    cfg = PretrainConfig(corpus="x", out="x", layers=2, hidden=64, heads=2, ffn=64)
+    torch.manual_seed(0)
+    model, _ = build_model(cfg)
+    model.eval()
+    graphs = []
+
+    def counting(gm, example_inputs):
+        graphs.append(gm)
+        return gm.forward
+
+    torch._dynamo.reset()
+    compiled = torch.compile(model.forward, backend=counting, fullgraph=True, dynamic=True)
+    gen = torch.Generator().manual_seed(3)
+    for T in (30, 31, 32, 47, 48, 49, 90, 91):
+        x = torch.randn(2, T, model.config.input_dim, generator=gen)
+        lengths = torch.tensor([T, T // 2])
+        got = compiled(x, lengths)[0]
+        want = model(x, lengths)[0]
+        assert torch.allclose(got, want, atol=1e-5, rtol=1e-4), T
+    assert 1 <= len(graphs) <= 2, len(graphs)
+    torch._dynamo.reset()

@@ -128,26 +128,31 @@ def swish(x: torch.Tensor) -> torch.Tensor:
 ACT2FN = {"gelu": gelu, "relu": torch.nn.functional.relu, "swish": swish}
 
 
-@functools.lru_cache(maxsize=16)
-def _sinusoid_table(seq_len: int, hidden_size: int) -> torch.Tensor:
+def _sinusoid(seq_len, hidden_size: int) -> torch.Tensor:
+    """The table computed from ``torch.arange(seq_len)`` (``seq_len`` may be symbolic under torch.compile)."""
     pos = torch.arange(seq_len, dtype=torch.float64)[:, None]
     i = torch.arange(hidden_size, dtype=torch.float64)
     angle = pos / torch.pow(torch.tensor(10000.0, dtype=torch.float64), 2.0 * torch.div(i, 2, rounding_mode="floor")
                             / hidden_size)
-    table = angle.clone()
-    table[:, 0::2] = torch.sin(angle[:, 0::2])  # dim 2i
-    table[:, 1::2] = torch.cos(angle[:, 1::2])  # dim 2i+1
-    return table.to(torch.float32)
+    even = (torch.arange(hidden_size) % 2 == 0)[None, :]
+    return torch.where(even, torch.sin(angle), torch.cos(angle)).to(torch.float32)  # sin on 2i, cos on 2i+1
 
 
-@torch.compiler.disable
+@functools.lru_cache(maxsize=16)
+def _sinusoid_table(seq_len: int, hidden_size: int) -> torch.Tensor:
+    return _sinusoid(seq_len, hidden_size)
+
+
 def position_encoding(seq_len: int, hidden_size: int) -> torch.Tensor:
     """s3prl's sinusoidal table ``[seq_len, hidden_size]`` (float64 angles, stored as float32):
     ``pos / 10000^(2 (i // 2) / hidden)``, sin on even dims, cos on odd dims.
 
-    Kept out of ``torch.compile`` graphs: the cached table's size is computed from the length in
-    Python, which specialized a compiled model on every batch length (8 recompiles, then eager);
-    outside the graph the table is an input and the model compiles once for all lengths."""
+    Eager: from a cache of tables rounded up to a power of two. Under ``torch.compile`` the table is
+    computed in the graph from the length, so a compiled model (``dynamic=True``, ``fullgraph=True``
+    too) serves every batch length with one compile; the cache's Python-side sizing had specialized
+    it on every length (8 recompiles, then eager)."""
+    if torch.compiler.is_compiling():
+        return _sinusoid(seq_len, hidden_size)
     # round the cache key up so growing batches reuse tables
     n = max(64, 1 << max(0, int(seq_len - 1).bit_length()))
     return _sinusoid_table(n, hidden_size)[:seq_len]
