@@ -13,9 +13,9 @@ load falls on every variant alike:
     materialized map),
   * ``--compile`` (``off``: as `satkern pretrain` runs; ``on``: the transformer and the head wrapped
     in ``torch.compile(dynamic=True)``, compiled in the untimed warm-up round; the position table is
-    computed outside the graph, so one compile serves every batch length; slower than eager on the
-    2-core CPU VM, 0.80x: ``results/pretrain-cpu-20261207-1530.md``; before the table was kept out of
-    the graph every new length recompiled, 0.57x: ``results/pretrain-cpu-20261207-1325.md``).
+    computed in the graph from the length, so one compile serves every batch length; slower than eager
+    on the 2-core CPU VM, 0.81x: ``results/pretrain-cpu-20261207-1534.md``; when the table's size was
+    computed in Python every new length recompiled, 0.57x: ``results/pretrain-cpu-20261207-1325.md``).
 
 Throughput is counted in the model's input frames (10 ms log-mel frames before the downsampling,
 unpadded, i.e. real audio) per second, and in audio seconds per second; the ratio column is against
