@@ -41,7 +41,7 @@ from .checkpoint import CHECKPOINT_RE, atomic_save, checkpoint_name, latest_chec
 from .data import collate, epoch_batches, extract_all, training_utterances
 from ..models.s3prl.spec_head import SpecHead
 from .masking import mask_frames
-from .planted import PlantedRate, _rotation, hold_position_dims, local_init  # noqa: F401 (_rotation: tests)
+from .planted import PlantedRate, hold_position_dims, local_init
 from .monitor import HeldOut, MonitorLog, choose_spread, measure, plot_monitor
 
 VERSION = 1

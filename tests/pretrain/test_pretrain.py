@@ -253,7 +253,7 @@ def test_local_init_starts_heads_local_and_keeps_s3prl_weights_elsewhere():
 
 
 def test_local_init_shift_starts_heads_one_frame_back_and_ahead():
-    from satkern.pretrain.train import _rotation
+    from satkern.pretrain.planted import _rotation
 
     # the rotation is orthogonal times the gain and the identity at shift 0
     r = _rotation(32, 128, 1.0, 1.5)

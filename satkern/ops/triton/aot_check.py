@@ -79,9 +79,9 @@ def compile_variant(kind: str, *, dtype="bf16", D=64, block_m=128, block_n=64, n
     from triton.compiler import ASTSource
 
     from . import kernels
-    from .launch import _next_pow2
+    from .launch import _block_d, _next_pow2
 
-    bd = max(16, _next_pow2(D))
+    bd = _block_d(D)
     common = dict(BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_D=bd, SPAN_MODE=span_mode, HAS_BIAS=bias,
                   HAS_HEAD_MASK=head_mask, EVEN_D=D == bd, DOT_PRECISION="ieee" if dtype == "fp32" else "tf32",
                   UPCAST_DOT=False)
@@ -216,12 +216,12 @@ def _kept_configs(kind: str, dtype: str, D: int, labels: int = 0):
     """The autotuning configs the launcher's pruning keeps for this variant at T = 4096."""
     import triton
 
-    from .launch import _COL_CONFIGS, _FWD_CONFIGS, _next_pow2, _prune_col, _prune_fwd
+    from .launch import _COL_CONFIGS, _FWD_CONFIGS, _block_d, _prune_col, _prune_fwd
 
     table = _FWD_CONFIGS if kind == "fwd" else _COL_CONFIGS
     configs = [triton.Config({"BLOCK_M": bm, "BLOCK_N": bn}, num_warps=w, num_stages=s) for bm, bn, w, s in table]
     prec = "ieee" if dtype == "fp32" else "tf32"
-    bd = max(16, _next_pow2(D))
+    bd = _block_d(D)
     if kind == "fwd":
         kept = _prune_fwd(configs, {"T_BUCKET": 4096}, BLOCK_D=bd, WANT_LABELS=labels > 0, DOT_PRECISION=prec)
     else:

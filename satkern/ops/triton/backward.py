@@ -26,7 +26,7 @@ import torch
 import triton
 import triton.language as tl
 
-from .launch import interpreting
+from .launch import _block_d, interpreting
 
 
 @triton.jit
@@ -227,10 +227,6 @@ def _attention_bwd_dq_kernel(Q, K, V, DO, Bias, Lengths, HeadMask, LSE, C, GE, G
     tl.store(DQ + kv_base + offs_m[:, None] * D + offs_d[None, :], dq * scale, mask=row_mask)
 
 
-def _next_pow2(n: int) -> int:
-    return 1 << max(0, int(n) - 1).bit_length()
-
-
 def fused_attention_backward(grad_out, grad_lse, grad_entropy, grad_distance, grad_colmass, q, k, v, out, lse,
                              entropy, distance, lengths, bias, head_mask, scale, span, renorm, want_grad_bias):
     """The Triton implementation of ``satkern::fused_attention_triton_backward`` (schema in ``schema.py``)."""
@@ -267,7 +263,7 @@ def fused_attention_backward(grad_out, grad_lse, grad_entropy, grad_distance, gr
     span_v = int(span) if span >= 0 else T
     upcast = interpreting() or q.dtype == torch.float32
     block = 32 if interpreting() else 64
-    meta = dict(BLOCK_M=block, BLOCK_N=block, BLOCK_D=max(16, _next_pow2(D)), SPAN_MODE=mode,
+    meta = dict(BLOCK_M=block, BLOCK_N=block, BLOCK_D=_block_d(D), SPAN_MODE=mode,
                 HAS_BIAS=bias is not None, HAS_HEAD_MASK=head_mask is not None, UPCAST=upcast)
     common = (bstr[0], bstr[1], bstr[2], bstr[3], H, T, D, float(scale), span_v)
     grid = (triton.cdiv(max(T, 1), block), B * H)
